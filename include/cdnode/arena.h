@@ -1,0 +1,27 @@
+/*
+ * arena.h: a per-request memory pool. Allocations are bump-pointer from blocks and are all
+ * released together by cdn_arena_free(); there is no per-object free. Not thread-safe: an arena
+ * belongs to one request and is used by one thread at a time.
+ */
+#ifndef CDNODE_ARENA_H
+#define CDNODE_ARENA_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct cdn_arena;
+
+/* A new arena whose first block holds at least `first` bytes. Never NULL (aborts on OOM). */
+struct cdn_arena *cdn_arena_new(size_t first);
+/* Releases the arena and everything allocated from it. NULL is fine. */
+void cdn_arena_free(struct cdn_arena *a);
+/* n bytes aligned for any type, valid until cdn_arena_free(). Never NULL. */
+void *cdn_arena_alloc(struct cdn_arena *a, size_t n);
+/* Copy of s[0..n) with a terminating NUL. */
+char *cdn_arena_strndup(struct cdn_arena *a, const char *s, size_t n);
+char *cdn_arena_strdup(struct cdn_arena *a, const char *s);
+/* printf into the arena. */
+char *cdn_arena_printf(struct cdn_arena *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,99 @@
+/*
+ * config.h: the node's configuration. One struct, filled with defaults, then from a file of
+ * `key = value` lines, then from command-line flags; every flag is the same setter as its key, so
+ * a flag and a file line can never disagree about what a value means.
+ *
+ * File syntax: one `key = value` per line; `#` starts a comment (outside quotes); blank lines are
+ * ignored; a value may be wrapped in double quotes. List keys (origin, cache_key_drop_params,
+ * target_cache_control) take several whitespace-separated values and may be repeated to append.
+ * Sizes take k/m/g suffixes (powers of 1024), durations ms/s/m/h (bare numbers are seconds).
+ *
+ * Strings in the struct are owned by it (malloc) and released by cdn_config_free(). A config is
+ * built by one thread and then read-only; a reload builds a new one.
+ */
+#ifndef CDNODE_CONFIG_H
+#define CDNODE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CDN_MAX_ORIGINS 16
+#define CDN_MAX_LIST 32
+
+struct cdn_config {
+    /* front end */
+    char *listen;               /* listen = ADDR:PORT            default 127.0.0.1:8080 */
+    char *listen_tls;           /* listen_tls = ADDR:PORT        default none (NULL) */
+    char *tls_cert;             /* tls_cert = FILE (PEM)         required with listen_tls */
+    char *tls_key;              /* tls_key = FILE (PEM)          required with listen_tls */
+    unsigned workers;           /* workers = N                   default: CPUs usable (>= 1) */
+    unsigned connection_limit;  /* connection_limit = N          default 4096 */
+    unsigned connection_timeout_s; /* connection_timeout = DUR   default 30s (whole seconds) */
+    size_t connection_memory;   /* connection_memory = SIZE      default 32k (max 32k, min 8k) */
+    unsigned listen_backlog;    /* listen_backlog = N            default 1024 */
+    size_t max_request_body;    /* max_request_body = SIZE       default 16m */
+    /* upstream */
+    char *origins[CDN_MAX_ORIGINS]; /* origin = URL [URL...]     http:// or https://, no path */
+    size_t n_origins;           /*                               default none: required to run */
+    unsigned origin_connect_timeout_ms;    /* origin_connect_timeout = DUR   default 5s */
+    unsigned origin_first_byte_timeout_ms; /* origin_first_byte_timeout = DUR default 30s */
+    unsigned origin_idle_timeout_ms;       /* origin_idle_timeout = DUR      default 30s */
+    char *origin_ca_file;       /* origin_ca_file = FILE         default: system CA store */
+    size_t max_origin_headers;  /* max_origin_headers = SIZE     default 16k (max 24k) */
+    /* hops */
+    char *cdn_id;               /* cdn_id = NAME (token)         default: derived from host name */
+    unsigned loop_allowance;    /* loop_allowance = N            default 0: our id once = 508 */
+    bool forwarded;             /* forwarded = on|off            default off (RFC 7239 field) */
+    bool x_forwarded_for;       /* x_forwarded_for = on|off      default on */
+    unsigned trusted_hops;      /* trusted_hops = N              default 0 */
+    /* store and cache */
+    char *cache_dir;            /* cache_dir = DIR               default cache */
+    uint64_t cache_size;        /* cache_size = SIZE             default 1g */
+    size_t max_object_size;     /* max_object_size = SIZE        default 256m */
+    unsigned max_variants;      /* max_variants = N              default 8 */
+    bool cache_key_ignore_query; /* cache_key_ignore_query = on|off default off */
+    bool cache_key_sort_query;  /* cache_key_sort_query = on|off default off */
+    char *cache_key_drop_params[CDN_MAX_LIST]; /* cache_key_drop_params = NAME [NAME...] */
+    size_t n_cache_key_drop_params;
+    char *target_cache_control[CDN_MAX_LIST];  /* target_cache_control = FIELD [FIELD...] */
+    size_t n_target_cache_control;             /* default: CDN-Cache-Control */
+    unsigned heuristic_percent; /* heuristic_percent = N         default 10 (% of LM age) */
+    unsigned heuristic_max_s;   /* heuristic_max = DUR           default 1d (86400 s) */
+    /* admin */
+    char *admin_listen;         /* admin_listen = ADDR:PORT      default 127.0.0.1:9090 */
+    char *admin_token;          /* admin_token = STRING          default none: only /healthz */
+    /* logging */
+    int log_level;              /* log_level = error|warn|info|debug  default info */
+};
+
+/* Fills c with the defaults above (cdn_id from gethostname, workers from the CPU affinity). */
+void cdn_config_defaults(struct cdn_config *c);
+/*
+ * Sets one key from its string value, exactly as a file line would. Returns 0, or CDN_EINVAL with
+ * a reason (no file or line prefix) in err. Unknown keys are CDN_EINVAL ("unknown key 'x'").
+ */
+int cdn_config_set(struct cdn_config *c, const char *key, const char *value, char *err,
+                   size_t errlen);
+/*
+ * Reads a file into c (on top of what c holds). Returns 0, CDN_EIO if the file cannot be read
+ * ("FILE: strerror"), or CDN_EINVAL with "FILE:LINE: reason" in err. On error c may be partly
+ * updated: callers load into a scratch config.
+ */
+int cdn_config_load(struct cdn_config *c, const char *path, char *err, size_t errlen);
+/*
+ * Checks cross-key rules after everything is set (at least one origin, TLS files present with
+ * listen_tls, ...). Returns 0 or CDN_EINVAL with the reason in err.
+ */
+int cdn_config_check(const struct cdn_config *c, char *err, size_t errlen);
+/* Releases every string c owns; c may be reused after cdn_config_defaults(). */
+void cdn_config_free(struct cdn_config *c);
+
+/* Value parsers shared with other modules. Each returns 0 or CDN_EINVAL. */
+int cdn_parse_size(const char *s, uint64_t *out);          /* "64k", "1g", "123" */
+int cdn_parse_duration_ms(const char *s, uint64_t *out);   /* "500ms", "5s", "2m", "1h", "1d", "7" */
+int cdn_parse_bool(const char *s, bool *out);              /* on/off, yes/no, true/false, 1/0 */
+/* "ADDR:PORT" or "[V6]:PORT"; host copied into host (hostlen bytes) without brackets. */
+int cdn_parse_hostport(const char *s, char *host, size_t hostlen, unsigned *port);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * hop.h: what changes about header fields as a message crosses this node (DESIGN.md §6):
+ * hop-by-hop fields dropped both ways, Via and CDN-Loop appended, X-Forwarded-For / Forwarded
+ * appended, loops detected, the client address taken through trusted hops only. Pure: no I/O.
+ * Any thread.
+ */
+#ifndef CDNODE_HOP_H
+#define CDNODE_HOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct cdn_hdrs;
+struct cdn_arena;
+
+struct cdn_hop_opts {
+    const char *cdn_id;      /* our pseudonym / CDN-Loop id (a token) */
+    bool x_forwarded_for;    /* append X-Forwarded-For */
+    bool forwarded;          /* append Forwarded (RFC 7239) */
+    unsigned trusted_hops;   /* how many rightmost X-Forwarded-For entries we trust */
+};
+
+/*
+ * True when `name` is a hop-by-hop field that must never be forwarded in either direction:
+ * Connection, Keep-Alive, Proxy-* (Proxy-Connection, Proxy-Authenticate, Proxy-Authorization),
+ * TE, Trailer, Transfer-Encoding, Upgrade; or a field named in any Connection field of `hdrs`.
+ */
+bool cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t nlen);
+
+/*
+ * Builds the header list for the upstream request from the client's fields `in` into `out`
+ * (initialized by the caller with an arena): drops hop-by-hop fields, Host (the caller sets it),
+ * Content-Length and Expect (the upstream client frames the body itself); keeps everything else in
+ * order; appends `Via: <proto> <cdn_id>` where proto is "1.0" for HTTP/1.0 clients and "1.1"
+ * otherwise, `CDN-Loop: <cdn_id>`, `X-Forwarded-For: <prior>, <peer>` (replacing the prior fields
+ * with one) when enabled, and `Forwarded: for=<peer>;host=<host>;proto=<scheme>` appended when
+ * enabled (IPv6 peers quoted and bracketed).
+ */
+void cdn_hop_request_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
+                             const struct cdn_hop_opts *o, const char *peer, const char *host,
+                             const char *scheme, bool http10);
+
+/*
+ * Builds the header list for the client from the upstream response fields `in` into `out`: drops
+ * hop-by-hop fields, Content-Length and Transfer-Encoding (the front end frames the body), and
+ * appends `Via: 1.1 <cdn_id>`.
+ */
+void cdn_hop_response_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
+                              const struct cdn_hop_opts *o);
+
+/*
+ * How many times our cdn_id appears as a CDN-Loop member (RFC 8586: the cdn-id before any ';'
+ * parameters, compared case-insensitively) plus as a Via received-by pseudonym. The front end
+ * answers 508 when this exceeds the configured allowance.
+ */
+unsigned cdn_hop_loop_count(const struct cdn_hdrs *hdrs, const char *cdn_id);
+
+/*
+ * The client address for logs and X-Forwarded-For: with trusted_hops = 0 the peer itself;
+ * with K > 0 the K-th entry from the right of the X-Forwarded-For chain (all fields joined),
+ * or the leftmost entry when the chain is shorter than K; malformed entries (not an IPv4 or IPv6
+ * literal) make it fall back to the peer. Returns arena memory or `peer` itself.
+ */
+const char *cdn_hop_client_addr(const struct cdn_hdrs *hdrs, const char *peer,
+                                unsigned trusted_hops, struct cdn_arena *arena);
+
+#endif

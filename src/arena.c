@@ -1,0 +1,116 @@
+/*
+ * arena.c: bump allocator over a chain of blocks. A request's headers, rebuilt header lists and
+ * formatted strings come from here so that a request costs a handful of malloc calls, not one per
+ * field. Blocks grow geometrically; an allocation larger than half a block gets its own block.
+ */
+#include "cdnode/arena.h"
+#include "cdnode/common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct block {
+    struct block *next;
+    size_t size;
+    size_t used;
+    _Alignas(max_align_t) unsigned char data[];
+};
+
+struct cdn_arena {
+    struct block *head;
+    size_t next_size;
+};
+
+#define ALIGN (sizeof(max_align_t))
+
+static struct block *
+block_new(size_t size)
+{
+    struct block *b = cdn_malloc(sizeof(*b) + size);
+    b->next = NULL;
+    b->size = size;
+    b->used = 0;
+    return b;
+}
+
+struct cdn_arena *
+cdn_arena_new(size_t first)
+{
+    struct cdn_arena *a = cdn_malloc(sizeof(*a));
+    if (first < 256)
+        first = 256;
+    a->head = block_new(first);
+    a->next_size = first * 2;
+    return a;
+}
+
+void
+cdn_arena_free(struct cdn_arena *a)
+{
+    if (a == NULL)
+        return;
+    struct block *b = a->head;
+    while (b != NULL) {
+        struct block *n = b->next;
+        free(b);
+        b = n;
+    }
+    free(a);
+}
+
+void *
+cdn_arena_alloc(struct cdn_arena *a, size_t n)
+{
+    size_t need = (n + ALIGN - 1) & ~(ALIGN - 1);
+    struct block *b = a->head;
+    if (b->size - b->used >= need) {
+        void *p = b->data + b->used;
+        b->used += need;
+        return p;
+    }
+    if (need > a->next_size / 2) {
+        /* Large: its own block, linked behind the current one so the current keeps filling. */
+        struct block *big = block_new(need);
+        big->used = need;
+        big->next = b->next;
+        b->next = big;
+        return big->data;
+    }
+    struct block *nb = block_new(a->next_size);
+    if (a->next_size < (1u << 20))
+        a->next_size *= 2;
+    nb->next = b;
+    a->head = nb;
+    nb->used = need;
+    return nb->data;
+}
+
+char *
+cdn_arena_strndup(struct cdn_arena *a, const char *s, size_t n)
+{
+    char *p = cdn_arena_alloc(a, n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *
+cdn_arena_strdup(struct cdn_arena *a, const char *s)
+{
+    return cdn_arena_strndup(a, s, strlen(s));
+}
+
+char *
+cdn_arena_printf(struct cdn_arena *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    CDN_ASSERT(n >= 0);
+    char *p = cdn_arena_alloc(a, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
