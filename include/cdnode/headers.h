@@ -55,7 +55,7 @@ bool cdn_name_eq(const char *a, size_t alen, const char *b);
 
 /*
  * Iterates a comma-separated list (RFC 9110 §5.6.1): on each call stores the next non-empty
- * element, trimmed of OWS, in *elem/*elen and returns true; returns false at the end. *pos starts
+ * element, trimmed of OWS, in *elem and *elen and returns true; returns false at the end. *pos starts
  * at s and is advanced. Commas inside quoted strings do not split.
  */
 bool cdn_list_next(const char **pos, const char *end, const char **elem, size_t *elen);
