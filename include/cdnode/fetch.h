@@ -1,0 +1,140 @@
+/*
+ * fetch.h: one upstream exchange shared between the upstream thread (the producer) and the MHD
+ * workers serving clients from it (the readers, "waiters").
+ *
+ * Life of a fetch: PENDING (request sent or queued) -> HEADERS (status and fields published,
+ * body arriving) -> DONE, or -> FAILED at any point. The producer publishes; readers park when
+ * nothing is there for them and are woken by the producer, never by polling. Parking and waking
+ * both happen under the fetch mutex through the waiter's callbacks, so a wake can never be lost
+ * between "nothing to read" and "parked".
+ *
+ * The body is a window of chunks: chunks every waiter has consumed are freed, and the producer is
+ * told to pause when the window is full, so a slow client bounds memory instead of growing it.
+ * A request body travels the other way through a bounded pipe with the same park/wake rules.
+ *
+ * Refcounted: each holder (the front-end request, the upstream thread) owns a reference.
+ * Status and response fields are immutable once published; read them only after observing
+ * HEADERS or later from cdn_fetch_wait_headers().
+ */
+#ifndef CDNODE_FETCH_H
+#define CDNODE_FETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cdnode/headers.h"
+
+struct cdn_fetch;
+struct cdn_arena;
+
+#define CDN_WAITER_MAGIC 0x57a17e55u
+
+struct cdn_waiter {
+    uint32_t magic;
+    struct cdn_waiter *next;
+    uint64_t off;     /* body bytes this waiter has consumed */
+    bool parked;      /* true between park() and wake(); only touched under the fetch mutex */
+    /* Called under the fetch mutex: park suspends the owner's connection, wake resumes it. */
+    void (*park)(struct cdn_waiter *w);
+    void (*wake)(struct cdn_waiter *w);
+    void *owner;
+};
+
+enum cdn_fetch_state {
+    CDN_FETCH_PENDING = 0,
+    CDN_FETCH_HEADERS,
+    CDN_FETCH_DONE,
+    CDN_FETCH_FAILED
+};
+
+struct cdn_fetch_req {
+    const char *method;   /* copied */
+    const char *url;      /* full upstream URL, copied */
+    const char *const *headers; /* "Name: value" lines, NULL-terminated, copied */
+    int64_t body_len;     /* -1: unknown (chunked) or no body; see has_body */
+    bool has_body;
+    size_t window;        /* body bytes buffered ahead of the slowest reader before pausing */
+};
+
+/* A new fetch in PENDING with one reference held by the caller. Never NULL. */
+struct cdn_fetch *cdn_fetch_new(const struct cdn_fetch_req *req);
+void cdn_fetch_ref(struct cdn_fetch *f);
+/* Drops a reference; the last one frees the fetch (no waiter may still be attached). */
+void cdn_fetch_unref(struct cdn_fetch *f);
+
+/* Request description for the producer (immutable for the fetch's life). */
+const char *cdn_fetch_method(const struct cdn_fetch *f);
+const char *cdn_fetch_url(const struct cdn_fetch *f);
+const char *const *cdn_fetch_req_headers(const struct cdn_fetch *f);
+int64_t cdn_fetch_req_body_len(const struct cdn_fetch *f);
+bool cdn_fetch_req_has_body(const struct cdn_fetch *f);
+
+/* ---- readers (MHD worker threads) ---- */
+
+void cdn_fetch_attach(struct cdn_fetch *f, struct cdn_waiter *w);
+/* Detaches; if it was the last reader and nobody else keeps the fetch, the producer is asked to
+ * cancel the transfer. */
+void cdn_fetch_detach(struct cdn_fetch *f, struct cdn_waiter *w);
+/* Returns the state; when PENDING, w has been parked (its park() was called). */
+enum cdn_fetch_state cdn_fetch_wait_headers(struct cdn_fetch *f, struct cdn_waiter *w);
+
+/* After HEADERS: the published response. The list and its strings live as long as the fetch. */
+int cdn_fetch_status(const struct cdn_fetch *f);
+const struct cdn_hdrs *cdn_fetch_resp_headers(const struct cdn_fetch *f);
+int64_t cdn_fetch_content_length(const struct cdn_fetch *f); /* -1 if unknown */
+/* After FAILED before HEADERS: the status to answer (502/504) and a one-line reason. */
+int cdn_fetch_error(const struct cdn_fetch *f, const char **reason);
+
+enum cdn_read_result { CDN_READ_DATA, CDN_READ_PARKED, CDN_READ_END, CDN_READ_ERROR };
+/*
+ * Copies up to max body bytes at w->off into buf and advances w->off (DATA, *n > 0); or parks w
+ * (PARKED) when nothing new has arrived yet; END when the whole body was read; ERROR when the
+ * transfer failed after headers (the client response must be aborted).
+ */
+enum cdn_read_result cdn_fetch_read(struct cdn_fetch *f, struct cdn_waiter *w, char *buf,
+                                    size_t max, size_t *n);
+
+/*
+ * Request body from the client: copies what fits into the pipe and returns the byte count; when
+ * not everything fit, w was parked and will be woken when the producer drained the pipe.
+ * Returns -1 if the fetch already failed (the caller answers with the fetch's error).
+ */
+ssize_t cdn_fetch_upload_push(struct cdn_fetch *f, struct cdn_waiter *w, const char *data,
+                              size_t n);
+/* The client body is complete. */
+void cdn_fetch_upload_end(struct cdn_fetch *f);
+
+/* ---- producer (the upstream thread only) ---- */
+
+/* Called under the fetch mutex when a reader makes room or the upload pipe gains bytes: the
+ * producer should resume the transfer. Set once by the producer before the transfer starts. */
+void cdn_fetch_set_kick(struct cdn_fetch *f, void (*kick)(void *arg), void *arg);
+/* True once (and clears the flag) if a reader asked for the paused transfer to resume. */
+bool cdn_fetch_take_resume(struct cdn_fetch *f);
+/* True when every reader left and nobody keeps the fetch: the producer may cancel. */
+bool cdn_fetch_abandoned(struct cdn_fetch *f);
+/* Producer-side arena for building the response header list before publishing. */
+struct cdn_arena *cdn_fetch_arena(struct cdn_fetch *f);
+/* Publishes status and fields (the list is copied by value; its strings must be in the fetch
+ * arena); wakes every parked reader. */
+void cdn_fetch_publish(struct cdn_fetch *f, int status, const struct cdn_hdrs *hdrs,
+                       int64_t content_length);
+/* Appends body bytes; returns false without taking them when the window is full (pause and
+ * retry after cdn_fetch_take_resume()). Wakes parked readers. */
+bool cdn_fetch_append(struct cdn_fetch *f, const char *data, size_t n);
+/* The body is complete (DONE), or the transfer failed: before HEADERS the readers get
+ * `status` (502/504) with `reason` (copied); after HEADERS they get a read ERROR. */
+void cdn_fetch_finish(struct cdn_fetch *f);
+void cdn_fetch_fail(struct cdn_fetch *f, int status, const char *reason);
+enum cdn_fetch_state cdn_fetch_state(struct cdn_fetch *f);
+/*
+ * Request body for the upstream client: copies up to max bytes; returns the count, 0 at the end
+ * of the body, or -1 when no bytes are available yet (pause; a kick follows when there are).
+ */
+ssize_t cdn_fetch_upload_pull(struct cdn_fetch *f, char *buf, size_t max);
+/* Bytes of response body received so far (for logs and tests). */
+uint64_t cdn_fetch_body_received(struct cdn_fetch *f);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * front.h: the client-facing HTTP listener(s), built on libmicrohttpd with an epoll thread pool
+ * and suspend/resume (DESIGN.md §3). Validates each request, refuses loops, forwards through the
+ * upstream thread and streams responses back.
+ *
+ * Started and stopped by the main thread only.
+ */
+#ifndef CDNODE_FRONT_H
+#define CDNODE_FRONT_H
+
+#include <stdint.h>
+
+struct cdn_config;
+struct cdn_upstream;
+struct cdn_front;
+
+struct cdn_front_stats {
+    uint64_t requests;     /* requests received */
+    uint64_t rejected;     /* refused as malformed (400/413/414/431) */
+    uint64_t loops;        /* answered 508 */
+    uint64_t active;       /* requests in progress now */
+    uint64_t bytes_out;    /* response body bytes handed to libmicrohttpd */
+};
+
+/*
+ * Opens the plain listener (cfg->listen) and, when configured, the TLS one. Returns NULL after
+ * logging why (address in use, unreadable certificate, ...). cfg and up must outlive the front.
+ */
+struct cdn_front *cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up);
+/* Stops accepting new connections; requests in progress continue. */
+void cdn_front_quiesce(struct cdn_front *fe);
+/* Requests in progress now. */
+uint64_t cdn_front_active(struct cdn_front *fe);
+/* Closes every connection and frees. Every suspended request must have been woken first
+ * (cdn_upstream_stop does that by failing the fetches). */
+void cdn_front_stop(struct cdn_front *fe);
+void cdn_front_stats(struct cdn_front *fe, struct cdn_front_stats *out);
+/* Port actually bound by the plain listener (useful with port 0). */
+unsigned cdn_front_port(struct cdn_front *fe);
+
+#endif

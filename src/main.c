@@ -1,0 +1,181 @@
+/*
+ * main.c: command line, start-up order and signal handling.
+ *
+ * Configuration is built as defaults, then the -c file, then flags (each flag is the setter of
+ * the config key of the same meaning). Signals are blocked in every thread and taken by the main
+ * thread with sigwait(): SIGTERM/SIGINT stop accepting, let requests in flight finish (bounded),
+ * then fail whatever is left and exit.
+ */
+#include "cdnode/admin.h"
+#include "cdnode/common.h"
+#include "cdnode/config.h"
+#include "cdnode/front.h"
+#include "cdnode/log.h"
+#include "cdnode/upstream.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DRAIN_MS 4000
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+            "usage: cdnode [-c FILE] [-t] [options]\n"
+            "  -c, --config FILE       read configuration from FILE (see conf/cdnode.conf)\n"
+            "  -t, --test              check the configuration and exit\n"
+            "      --listen ADDR:PORT  client listener (listen)\n"
+            "      --origin URL        origin or parent, repeatable (origin)\n"
+            "      --cache-dir DIR     store directory (cache_dir)\n"
+            "      --cache-size SIZE   store size, e.g. 1g (cache_size)\n"
+            "      --admin ADDR:PORT   admin listener (admin_listen)\n"
+            "      --admin-token TOKEN bearer token for the admin listener (admin_token)\n"
+            "      --cdn-id NAME       Via pseudonym, CDN-Loop id, Cache-Status name (cdn_id)\n"
+            "      --workers N         front-end worker threads (workers)\n"
+            "  -h, --help              this text\n"
+            "  -V, --version           print the version\n");
+}
+
+struct flag {
+    const char *key;
+    const char *value;
+};
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"listen", required_argument, NULL, 1},
+        {"origin", required_argument, NULL, 2},
+        {"cache-dir", required_argument, NULL, 3},
+        {"cache-size", required_argument, NULL, 4},
+        {"admin", required_argument, NULL, 5},
+        {"admin-token", required_argument, NULL, 6},
+        {"cdn-id", required_argument, NULL, 7},
+        {"workers", required_argument, NULL, 8},
+        {NULL, 0, NULL, 0},
+    };
+    static const char *keys[] = {NULL,         "listen",      "origin", "cache_dir", "cache_size",
+                                 "admin_listen", "admin_token", "cdn_id", "workers"};
+    const char *config_file = NULL;
+    bool test_only = false;
+    struct flag *flags = cdn_calloc((size_t)argc, sizeof(*flags));
+    size_t n_flags = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_file = optarg; break;
+        case 't': test_only = true; break;
+        case 'h': usage(stdout); free(flags); return 0;
+        case 'V': printf("cdnode %s\n", CDNODE_VERSION); free(flags); return 0;
+        case '?': usage(stderr); free(flags); return 2;
+        default:
+            flags[n_flags].key = keys[c];
+            flags[n_flags].value = optarg;
+            n_flags++;
+            break;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "cdnode: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        free(flags);
+        return 2;
+    }
+
+    struct cdn_config cfg;
+    char err[512];
+    cdn_config_defaults(&cfg);
+    if (config_file && cdn_config_load(&cfg, config_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "cdnode: %s\n", err);
+        cdn_config_free(&cfg);
+        free(flags);
+        return 1;
+    }
+    bool origins_cleared = false;
+    for (size_t i = 0; i < n_flags; i++) {
+        if (strcmp(flags[i].key, "origin") == 0 && !origins_cleared) {
+            /* Flags replace the file's origins rather than add to them. */
+            for (size_t k = 0; k < cfg.n_origins; k++)
+                free(cfg.origins[k]);
+            cfg.n_origins = 0;
+            origins_cleared = true;
+        }
+        if (cdn_config_set(&cfg, flags[i].key, flags[i].value, err, sizeof(err)) != 0) {
+            fprintf(stderr, "cdnode: --%s: %s\n", flags[i].key, err);
+            cdn_config_free(&cfg);
+            free(flags);
+            return 1;
+        }
+    }
+    free(flags);
+    if (cdn_config_check(&cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "cdnode: %s%s%s\n", config_file ? config_file : "",
+                config_file ? ": " : "", err);
+        cdn_config_free(&cfg);
+        return 1;
+    }
+    if (test_only) {
+        printf("cdnode: configuration %s is valid\n", config_file ? config_file : "(flags)");
+        cdn_config_free(&cfg);
+        return 0;
+    }
+    cdn_log_set_level((enum cdn_log_level)cfg.log_level);
+
+    /* Every thread inherits this mask; only sigwait() below takes these signals. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    struct cdn_upstream *up = cdn_upstream_start(&cfg);
+    struct cdn_front *fe = up ? cdn_front_start(&cfg, up) : NULL;
+    struct cdn_admin *admin = fe ? cdn_admin_start(&cfg, fe, up) : NULL;
+    if (admin == NULL)
+        goto out;
+    cdn_info("cdnode %s: listening on %s%s%s, admin on %s, origin %s, id %s, %u workers",
+             CDNODE_VERSION, cfg.listen, cfg.listen_tls ? " and TLS " : "",
+             cfg.listen_tls ? cfg.listen_tls : "", cfg.admin_listen, cfg.origins[0], cfg.cdn_id,
+             cfg.workers);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            cdn_warn("SIGHUP: configuration reload is not supported yet; restart to apply");
+            continue;
+        }
+        cdn_info("signal %d: draining", sig);
+        break;
+    }
+    cdn_front_quiesce(fe);
+    int64_t deadline = cdn_now_ms() + DRAIN_MS;
+    while (cdn_front_active(fe) > 0 && cdn_now_ms() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (cdn_front_active(fe) > 0)
+        cdn_warn("%llu requests still in progress after %d ms: closing them",
+                 (unsigned long long)cdn_front_active(fe), DRAIN_MS);
+    rc = 0;
+out:
+    cdn_admin_stop(admin);
+    cdn_upstream_stop(up); /* fails remaining fetches, which wakes their suspended clients */
+    cdn_front_stop(fe);
+    cdn_config_free(&cfg);
+    if (rc == 0)
+        cdn_info("stopped");
+    return rc;
+}
