@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cdnode needs to build and test, skipping those already present.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libmicrohttpd-dev liblmdb-dev libcurl4-openssl-dev
+      libssl-dev zlib1g-dev libcmocka-dev curl openssl ca-certificates procps)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
