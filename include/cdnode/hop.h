@@ -24,6 +24,7 @@ struct cdn_hop_opts {
  * True when `name` is a hop-by-hop field that must never be forwarded in either direction:
  * Connection, Keep-Alive, Proxy-* (Proxy-Connection, Proxy-Authenticate, Proxy-Authorization),
  * TE, Trailer, Transfer-Encoding, Upgrade; or a field named in any Connection field of `hdrs`.
+ * Every name whose first six characters are "Proxy-" counts. `hdrs` may be NULL (fixed set only).
  */
 bool cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t nlen);
 
@@ -31,10 +32,15 @@ bool cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t
  * Builds the header list for the upstream request from the client's fields `in` into `out`
  * (initialized by the caller with an arena): drops hop-by-hop fields, Host (the caller sets it),
  * Content-Length and Expect (the upstream client frames the body itself); keeps everything else in
- * order; appends `Via: <proto> <cdn_id>` where proto is "1.0" for HTTP/1.0 clients and "1.1"
- * otherwise, `CDN-Loop: <cdn_id>`, `X-Forwarded-For: <prior>, <peer>` (replacing the prior fields
- * with one) when enabled, and `Forwarded: for=<peer>;host=<host>;proto=<scheme>` appended when
- * enabled (IPv6 peers quoted and bracketed).
+ * order; appends, in this order and each as a new field line, `Via: <proto> <cdn_id>` where proto
+ * is "1.0" for HTTP/1.0 clients and "1.1" otherwise, `CDN-Loop: <cdn_id>`,
+ * `X-Forwarded-For: <prior>, <peer>` when enabled (every prior X-Forwarded-For field removed, their
+ * non-empty elements joined with ", "; just `<peer>` without any), and
+ * `Forwarded: for=<peer>;host=<host>;proto=<scheme>` when enabled (an IPv6 peer as
+ * for="[addr]", a host that is not a token quoted; host or scheme NULL or "" leaves that
+ * parameter out). Prior Via, CDN-Loop and Forwarded fields are kept untouched. `peer` is an
+ * address literal, never NULL. Kept fields point at `in`'s strings (out must not outlive them);
+ * new strings come from out's arena. `in` is not modified.
  */
 void cdn_hop_request_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
                              const struct cdn_hop_opts *o, const char *peer, const char *host,
@@ -43,23 +49,29 @@ void cdn_hop_request_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
 /*
  * Builds the header list for the client from the upstream response fields `in` into `out`: drops
  * hop-by-hop fields, Content-Length and Transfer-Encoding (the front end frames the body), and
- * appends `Via: 1.1 <cdn_id>`.
+ * appends `Via: 1.1 <cdn_id>`. The response's own Connection fields name the extra hop-by-hop
+ * fields. Same ownership as cdn_hop_request_headers().
  */
 void cdn_hop_response_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
                               const struct cdn_hop_opts *o);
 
 /*
  * How many times our cdn_id appears as a CDN-Loop member (RFC 8586: the cdn-id before any ';'
- * parameters, compared case-insensitively) plus as a Via received-by pseudonym. The front end
- * answers 508 when this exceeds the configured allowance.
+ * parameters, OWS trimmed, compared case-insensitively) plus as a Via received-by pseudonym (the
+ * second word of a member, compared case-insensitively; members inside a comment that contains
+ * a comma are not counted). Every CDN-Loop and Via field counts. The front end answers 508 when
+ * this exceeds the configured allowance.
  */
 unsigned cdn_hop_loop_count(const struct cdn_hdrs *hdrs, const char *cdn_id);
 
 /*
  * The client address for logs and X-Forwarded-For: with trusted_hops = 0 the peer itself;
  * with K > 0 the K-th entry from the right of the X-Forwarded-For chain (all fields joined),
- * or the leftmost entry when the chain is shorter than K; malformed entries (not an IPv4 or IPv6
- * literal) make it fall back to the peer. Returns arena memory or `peer` itself.
+ * or the leftmost entry when the chain is shorter than K (or the peer when there is no chain);
+ * when the chosen entry or any entry right of it is malformed (not an IPv4 or IPv6 literal; an
+ * IPv6 literal may be bracketed and is returned without the brackets; a ":port" is malformed),
+ * the peer. Entries left of the chosen one are untrusted and not inspected. Returns arena memory
+ * or `peer` itself.
  */
 const char *cdn_hop_client_addr(const struct cdn_hdrs *hdrs, const char *peer,
                                 unsigned trusted_hops, struct cdn_arena *arena);
