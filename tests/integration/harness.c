@@ -993,3 +993,34 @@ h_head_field(const char *head, const char *name)
     }
     return NULL;
 }
+
+char *
+h_head_join(const char *head, const char *name)
+{
+    size_t n = strlen(name);
+    char *out = NULL;
+    size_t out_len = 0;
+    for (const char *p = head; p && *p;) {
+        const char *e = strstr(p, "\r\n");
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
+            const char *v = p + n + 1;
+            const char *ve = p + len;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            size_t vl = (size_t)(ve - v);
+            out = xrealloc(out, out_len + vl + 3);
+            if (out_len) {
+                memcpy(out + out_len, ", ", 2);
+                out_len += 2;
+            }
+            memcpy(out + out_len, v, vl);
+            out_len += vl;
+            out[out_len] = '\0';
+        }
+        p = e ? e + 2 : NULL;
+    }
+    return out;
+}

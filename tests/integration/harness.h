@@ -185,6 +185,9 @@ bool h_head_has_line(const char *head, const char *line);
 /* Value of the first field named name in a raw head (case-insensitive), malloc'ed, or NULL. */
 char *h_head_field(const char *head, const char *name);
 
+/* All values of fields named name in a raw head joined with ", ", malloc'ed, or NULL if none. */
+char *h_head_join(const char *head, const char *name);
+
 /* Milliseconds from a monotonic clock. */
 int64_t h_now_ms(void);
 
