@@ -109,7 +109,7 @@ h_spawn(struct h_proc *p, const char *name, char *const argv[], const char *log_
         dup2(out, 2);
         if (cwd && chdir(cwd) != 0)
             _exit(127);
-        execv(argv[0], argv);
+        execvp(argv[0], argv);
         _exit(127);
     }
     close(out);
@@ -207,6 +207,45 @@ h_free_port(void)
         port = ntohs(sa.sin_port);
     close(fd);
     return port;
+}
+
+bool
+h_wait_port(int port, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        struct h_conn c;
+        if (h_conn_open(&c, port) == 0) {
+            h_conn_close(&c);
+            return true;
+        }
+        if (h_now_ms() >= deadline)
+            return false;
+        nap_ms(10);
+    }
+}
+
+int
+h_make_cert(const struct h_test *t, const char *name, char *cert, char *key, size_t n)
+{
+    char file[128], log[512];
+    snprintf(file, sizeof(file), "%s.crt", name);
+    h_path(t, file, cert, n);
+    snprintf(file, sizeof(file), "%s.key", name);
+    h_path(t, file, key, n);
+    h_path(t, "openssl.log", log, sizeof(log));
+    char *argv[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1", NULL};
+    int rc = h_run(argv, log, NULL, 30000);
+    if (rc != 0) {
+        char *s = h_read_file(log, NULL);
+        fprintf(stderr, "harness: openssl req failed (%d): %s\n", rc, s ? s : "");
+        free(s);
+        return -1;
+    }
+    return 0;
 }
 
 int

@@ -28,6 +28,8 @@
 #define H_MAX_PROCS 8
 #define H_TIMEOUT_MS 5000
 
+struct h_test;
+
 /* ---- processes ---- */
 
 struct h_proc {
@@ -37,8 +39,9 @@ struct h_proc {
 };
 
 /*
- * Starts argv[0] with argv, stdin from /dev/null, stdout and stderr appended to log_path, in cwd
- * (NULL: the current directory). The child is killed if the test process dies. Returns 0 or -1.
+ * Starts argv[0] (searched in PATH when it has no slash) with argv, stdin from /dev/null, stdout
+ * and stderr appended to log_path, in cwd (NULL: the current directory). The child is killed if
+ * the test process dies. Returns 0 or -1.
  */
 int h_spawn(struct h_proc *p, const char *name, char *const argv[], const char *log_path,
             const char *cwd);
@@ -58,6 +61,14 @@ int h_run(char *const argv[], const char *log_path, const char *cwd, int timeout
 long h_rss_kb(pid_t pid);
 
 /* ---- files and ports ---- */
+
+/* Waits at most timeout_ms until something accepts TCP connections on 127.0.0.1:port. */
+bool h_wait_port(int port, int timeout_ms);
+/*
+ * Makes a self-signed certificate for IP 127.0.0.1 with `openssl req` as <dir>/<name>.crt and
+ * <dir>/<name>.key; their paths are written to cert and key (n bytes each). Returns 0 or -1.
+ */
+int h_make_cert(const struct h_test *t, const char *name, char *cert, char *key, size_t n);
 
 /* A port on 127.0.0.1 that was free a moment ago (bind to 0, read it back, close). */
 int h_free_port(void);
