@@ -76,29 +76,23 @@ xstrndup(const char *s, size_t n)
 
 /* ---- processes ---- */
 
-int
-h_spawn(struct h_proc *p, const char *name, char *const argv[], const char *log_path,
-        const char *cwd)
+/* Starts argv with stdout to out_path and stderr to err_path (the same file when equal). */
+static int
+spawn_split(struct h_proc *p, const char *name, char *const argv[], const char *out_path,
+            const char *err_path, const char *cwd)
 {
     memset(p, 0, sizeof(*p));
     snprintf(p->name, sizeof(p->name), "%s", name);
-    snprintf(p->log, sizeof(p->log), "%s", log_path);
-    int out = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    snprintf(p->log, sizeof(p->log), "%s", out_path);
+    int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int err = strcmp(out_path, err_path) == 0
+                  ? dup(out)
+                  : open(err_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (out < 0 || in < 0) {
-        if (out >= 0)
-            close(out);
-        if (in >= 0)
-            close(in);
-        return -1;
-    }
     pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(out);
-        close(in);
-        return -1;
-    }
+    pid_t pid = -1;
+    if (out >= 0 && err >= 0 && in >= 0)
+        pid = fork();
     if (pid == 0) {
         /* Only async-signal-safe calls between fork and exec. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -106,16 +100,29 @@ h_spawn(struct h_proc *p, const char *name, char *const argv[], const char *log_
             _exit(127);
         dup2(in, 0);
         dup2(out, 1);
-        dup2(out, 2);
+        dup2(err, 2);
         if (cwd && chdir(cwd) != 0)
             _exit(127);
         execvp(argv[0], argv);
         _exit(127);
     }
-    close(out);
-    close(in);
+    if (out >= 0)
+        close(out);
+    if (err >= 0)
+        close(err);
+    if (in >= 0)
+        close(in);
+    if (pid < 0)
+        return -1;
     p->pid = pid;
     return 0;
+}
+
+int
+h_spawn(struct h_proc *p, const char *name, char *const argv[], const char *log_path,
+        const char *cwd)
+{
+    return spawn_split(p, name, argv, log_path, log_path, cwd);
 }
 
 bool
@@ -158,10 +165,11 @@ h_proc_stop(struct h_proc *p, int sig, int wait_ms)
 }
 
 int
-h_run(char *const argv[], const char *log_path, const char *cwd, int timeout_ms)
+h_run_split(char *const argv[], const char *out_path, const char *err_path, const char *cwd,
+            int timeout_ms)
 {
     struct h_proc p;
-    if (h_spawn(&p, argv[0], argv, log_path, cwd) != 0)
+    if (spawn_split(&p, argv[0], argv, out_path, err_path, cwd) != 0)
         return -1;
     int st = 0;
     if (!h_proc_wait(&p, timeout_ms, &st)) {
@@ -169,6 +177,12 @@ h_run(char *const argv[], const char *log_path, const char *cwd, int timeout_ms)
         return -1;
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int
+h_run(char *const argv[], const char *log_path, const char *cwd, int timeout_ms)
+{
+    return h_run_split(argv, log_path, log_path, cwd, timeout_ms);
 }
 
 long

@@ -57,6 +57,9 @@ int h_proc_stop(struct h_proc *p, int sig, int wait_ms);
  * Returns the exit code, or -1 if it timed out, was killed by a signal or could not start.
  */
 int h_run(char *const argv[], const char *log_path, const char *cwd, int timeout_ms);
+/* The same with stdout and stderr in separate files. */
+int h_run_split(char *const argv[], const char *out_path, const char *err_path, const char *cwd,
+                int timeout_ms);
 /* VmRSS of pid in KiB, or -1. */
 long h_rss_kb(pid_t pid);
 
