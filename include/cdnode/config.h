@@ -58,6 +58,7 @@ struct cdn_config {
     size_t n_cache_key_drop_params;
     char *target_cache_control[CDN_MAX_LIST];  /* target_cache_control = FIELD [FIELD...] */
     size_t n_target_cache_control;             /* default: CDN-Cache-Control */
+    bool target_cache_control_is_default; /* private to config.c: the first set replaces it */
     unsigned heuristic_percent; /* heuristic_percent = N         default 10 (% of LM age) */
     unsigned heuristic_max_s;   /* heuristic_max = DUR           default 1d (86400 s) */
     /* admin */
@@ -93,7 +94,10 @@ void cdn_config_free(struct cdn_config *c);
 int cdn_parse_size(const char *s, uint64_t *out);          /* "64k", "1g", "123" */
 int cdn_parse_duration_ms(const char *s, uint64_t *out);   /* "500ms", "5s", "2m", "1h", "1d", "7" */
 int cdn_parse_bool(const char *s, bool *out);              /* on/off, yes/no, true/false, 1/0 */
-/* "ADDR:PORT" or "[V6]:PORT"; host copied into host (hostlen bytes) without brackets. */
+/*
+ * "ADDR:PORT" or "[V6]:PORT"; host copied into host (hostlen bytes) without brackets. "*:PORT" and
+ * ":PORT" mean any address and give host "". Port 0..65535 (0: the OS picks one).
+ */
 int cdn_parse_hostport(const char *s, char *host, size_t hostlen, unsigned *port);
 
 #endif
