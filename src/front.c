@@ -36,6 +36,8 @@
 
 #define FRONT_MAGIC 0xf407e4d1u
 #define REQ_MAGIC 0x4e9c0a7bu
+/* Body bytes read and dropped after a 413 decision before closing instead of answering. */
+#define DRAIN_LIMIT (1024 * 1024)
 
 struct cdn_front {
     uint32_t magic;
@@ -207,7 +209,9 @@ start_forward(struct req *r, const char *method)
     /* "Name: value" lines for libcurl; empty "Name:" lines stop libcurl adding its own. */
     const char **lines = cdn_arena_alloc(r->arena, (out.n + 4) * sizeof(char *));
     size_t k = 0;
-    lines[k++] = cdn_arena_printf(r->arena, "Host: %s", r->info.host);
+    /* An HTTP/1.0 request may come without Host: then the origin's own authority is sent. */
+    if (r->info.host[0] != '\0')
+        lines[k++] = cdn_arena_printf(r->arena, "Host: %s", r->info.host);
     for (size_t i = 0; i < out.n; i++) {
         if (out.v[i].vlen == 0)
             lines[k++] = cdn_arena_printf(r->arena, "%.*s;", (int)out.v[i].nlen, out.v[i].name);
@@ -339,16 +343,25 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
     if (*upload_data_size > 0) {
         if (r->phase != P_FORWARD) {
-            *upload_data_size = 0; /* discard: the answer does not depend on it */
+            /* Discard: the answer does not depend on it. Past the drain bound, just close. */
+            r->body_seen += *upload_data_size;
+            *upload_data_size = 0;
+            if (r->body_seen > fe->cfg->max_request_body + DRAIN_LIMIT)
+                return MHD_NO;
             return MHD_YES;
         }
         size_t n = *upload_data_size;
         if (r->body_seen + n > fe->cfg->max_request_body) {
-            r->phase = P_DONE;
+            /* libmicrohttpd cannot queue a response while a body is arriving: stop the
+             * upstream, drain a bounded amount and answer 413 at the end, or close. */
             atomic_fetch_add(&fe->n_rejected, 1);
             cdn_fetch_fail(r->fetch, 413, "request body too large");
+            r->phase = P_ERROR;
+            r->err_status = 413;
+            r->err_reason = "request body exceeds max_request_body";
+            r->body_seen += n;
             *upload_data_size = 0;
-            return queue_text(r, 413, "request body exceeds max_request_body", true);
+            return MHD_YES;
         }
         ssize_t took = cdn_fetch_upload_push(r->fetch, &r->w, upload_data, n);
         if (took < 0) {
@@ -363,7 +376,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     switch (r->phase) {
     case P_ERROR:
         r->phase = P_DONE;
-        return queue_text(r, r->err_status, r->err_reason, false);
+        return queue_text(r, r->err_status, r->err_reason, r->err_status == 413);
     case P_FORWARD:
         break;
     default:
@@ -474,7 +487,9 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
     OPT(MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL);
     OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, cfg->connection_memory, NULL);
     OPT(MHD_OPTION_LISTEN_BACKLOG_SIZE, cfg->listen_backlog, NULL);
-    OPT(MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL);
+    /* 0: libmicrohttpd 0.9.75's own missing-Host answer is malformed (its header block is
+     * sent twice); cdn_request_validate() makes that check and the stricter ones. */
+    OPT(MHD_OPTION_STRICT_FOR_CLIENT, 0, NULL);
     if (cfg->workers > 1)
         OPT(MHD_OPTION_THREAD_POOL_SIZE, cfg->workers, NULL);
     if (l->tls) {
