@@ -431,6 +431,18 @@ h_teardown(void **state)
         return 0;
     for (int i = t->n_procs - 1; i >= 0; i--)
         h_proc_stop(t->procs[i], SIGTERM, 5000);
+    /* A sanitizer report in any process fails the test even if every assertion held. */
+    int rc = 0;
+    for (int i = 0; i < t->n_procs; i++) {
+        char *s = h_read_file(t->procs[i]->log, NULL);
+        if (s && (strstr(s, "ERROR: AddressSanitizer") || strstr(s, "ERROR: LeakSanitizer") ||
+                  strstr(s, "runtime error:") || strstr(s, "ThreadSanitizer"))) {
+            fprintf(stderr, "harness: sanitizer report in the log of %s\n", t->procs[i]->name);
+            t->passed = false;
+            rc = -1;
+        }
+        free(s);
+    }
     if (t->passed) {
         nftw(t->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     } else {
@@ -440,7 +452,7 @@ h_teardown(void **state)
     }
     free(t);
     *state = NULL;
-    return 0;
+    return rc;
 }
 
 static bool

@@ -7,7 +7,7 @@
  * client below, and ends with H_PASS(t). h_teardown() stops every process the test started (by
  * PID: SIGTERM, a bounded wait, then SIGKILL) and removes the directory when the test passed;
  * when it did not (cmocka jumps out of the test before H_PASS), it prints every process log to
- * stderr and keeps the directory.
+ * stderr and keeps the directory. A sanitizer report in any process log fails the teardown.
  *
  * Every wait here is bounded by a deadline; nothing sleeps for a fixed time hoping for readiness.
  * Binaries come from the environment: CDNODE_BIN and TESTORIGIN_BIN.
