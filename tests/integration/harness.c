@@ -248,10 +248,25 @@ h_make_cert(const struct h_test *t, const char *name, char *cert, char *key, siz
     snprintf(file, sizeof(file), "%s.key", name);
     h_path(t, file, key, n);
     h_path(t, "openssl.log", log, sizeof(log));
-    char *argv[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1", NULL};
+    char *argv[] = {"openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-keyout",
+                    key,
+                    "-out",
+                    cert,
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    NULL};
     int rc = h_run(argv, log, NULL, 30000);
     if (rc != 0) {
         char *s = h_read_file(log, NULL);
@@ -489,10 +504,10 @@ h_node_start(struct h_test *t, struct h_node *n, const char *cdn_id, const char 
 
     const char *argv[64];
     size_t k = 0;
-    const char *fixed[] = {bin,          "--listen",    listen,       "--origin",
-                           origin_url,   "--admin",     admin,        "--admin-token",
-                           H_TOKEN,      "--cache-dir", n->cache_dir, "--workers",
-                           "2",          "--cdn-id",    cdn_id};
+    const char *fixed[] = {bin,        "--listen",    listen,       "--origin",
+                           origin_url, "--admin",     admin,        "--admin-token",
+                           H_TOKEN,    "--cache-dir", n->cache_dir, "--workers",
+                           "2",        "--cdn-id",    cdn_id};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         argv[k++] = fixed[i];
     for (size_t i = 0; extra && extra[i] && k < 63; i++)

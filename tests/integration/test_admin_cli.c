@@ -52,9 +52,8 @@ test_admin_auth(void **state)
         if (r.status != 401)
             fail_msg("%s without a token: %d (expected 401)", paths[i], r.status);
         h_resp_free(&r);
-        assert_int_equal(h_get(port, paths[i], "Authorization: Bearer wrong-token-0123456789\r\n",
-                               &r),
-                         0);
+        assert_int_equal(
+            h_get(port, paths[i], "Authorization: Bearer wrong-token-0123456789\r\n", &r), 0);
         if (r.status != 401)
             fail_msg("%s with a wrong token: %d (expected 401)", paths[i], r.status);
         h_resp_free(&r);
@@ -216,17 +215,15 @@ test_listen_tls(void **state)
                                   "tls_key = %s\n",
                                   tls_port, cert, key),
                      0);
-    assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, H_ARGS("-c", conf)),
-                     0);
+    assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, H_ARGS("-c", conf)), 0);
     assert_true(h_wait_port(tls_port, 5000));
 
     char url[128], out[512], log[512];
     snprintf(url, sizeof(url), "https://127.0.0.1:%d/tls?body=secure%%20body", tls_port);
     h_path(t, "curl.body", out, sizeof(out));
     h_path(t, "curl.log", log, sizeof(log));
-    char *argv[] = {"curl",       "-sS",        "--noproxy", "*",  "--max-time", "10",
-                    "--cacert",   cert,         "-o",        out,  "-w",         "%{http_code}",
-                    url,          NULL};
+    char *argv[] = {"curl", "-sS", "--noproxy", "*",  "--max-time",   "10", "--cacert",
+                    cert,   "-o",  out,         "-w", "%{http_code}", url,  NULL};
     int rc = h_run(argv, log, NULL, 15000);
     char *l = h_read_file(log, NULL);
     if (rc != 0)

@@ -113,8 +113,8 @@ test_request_hop_fields(void **state)
     assert_non_null(v);
     assert_string_equal(v, "1.2.3.4, 127.0.0.1");
     free(v);
-    static const char *const gone[] = {"X-Foo", "Keep-Alive", "TE", "Trailer", "Upgrade",
-                                       "Proxy-Authorization"};
+    static const char *const gone[] = {"X-Foo",   "Keep-Alive", "TE",
+                                       "Trailer", "Upgrade",    "Proxy-Authorization"};
     for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
         v = h_head_field(head, gone[i]);
         if (v)
@@ -362,8 +362,8 @@ test_status_passthrough(void **state)
     static const struct {
         int status;
         const char *body;
-    } cases[] = {{201, "created"}, {204, ""}, {404, "not%20here"}, {500, "broken"},
-                 {503, "busy"},    {302, "moved"}};
+    } cases[] = {{201, "created"}, {204, ""},     {404, "not%20here"},
+                 {500, "broken"},  {503, "busy"}, {302, "moved"}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char path[128];
         snprintf(path, sizeof(path), "/st%d?status=%d&body=%s", cases[i].status, cases[i].status,
@@ -387,8 +387,7 @@ test_loop_detected(void **state)
     assert_int_equal(h_get(t->node.port, "/loop", "CDN-Loop: testnode\r\n", &r), 0);
     assert_int_equal(r.status, 508);
     h_resp_free(&r);
-    assert_int_equal(h_get(t->node.port, "/loop", "CDN-Loop: othercdn, testnode; x=1\r\n", &r),
-                     0);
+    assert_int_equal(h_get(t->node.port, "/loop", "CDN-Loop: othercdn, testnode; x=1\r\n", &r), 0);
     assert_int_equal(r.status, 508);
     h_resp_free(&r);
     assert_int_equal(h_origin_count(t, "/loop"), 0);

@@ -42,8 +42,7 @@ static const struct refused refused_cases[] = {
      400},
     {"space before colon", "GET /s6 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Bad : v\r\n\r\n", 400},
     {"HTTP/1.1 without Host", "GET /s7 HTTP/1.1\r\nAccept: */*\r\n\r\n", 400},
-    {"two Host fields", "GET /s8 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nHost: other.test\r\n\r\n",
-     400},
+    {"two Host fields", "GET /s8 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nHost: other.test\r\n\r\n", 400},
 };
 
 /* Checks one refusal; returns NULL or a malloc'ed description of what went wrong. */
@@ -61,7 +60,8 @@ check_refused(int port, const char *name, const char *raw, size_t len, int statu
     if (r.status != status)
         n = asprintf(&msg, "%s: status %d (expected %d)", name, r.status, status);
     else if (r.body && strstr(r.body, "HTTP/1."))
-        n = asprintf(&msg, "%s: malformed %d response, a second status line inside its body:\n%s\n\n%s",
+        n = asprintf(&msg,
+                     "%s: malformed %d response, a second status line inside its body:\n%s\n\n%s",
                      name, status, r.head, r.body);
     else if (!r.closed)
         n = asprintf(&msg, "%s: %d but the connection stayed open", name, status);
@@ -100,8 +100,8 @@ test_ambiguous_requests_refused(void **state)
     for (size_t i = 0; i < sizeof(refused_cases) / sizeof(refused_cases[0]); i++) {
         char raw[512];
         int n = snprintf(raw, sizeof(raw), refused_cases[i].raw, port);
-        char *msg = check_refused(port, refused_cases[i].name, raw, (size_t)n,
-                                  refused_cases[i].status);
+        char *msg =
+            check_refused(port, refused_cases[i].name, raw, (size_t)n, refused_cases[i].status);
         if (msg) {
             print_error("%s\n", msg);
             free(msg);
@@ -162,12 +162,13 @@ test_pipelined_pair(void **state)
     struct h_conn c;
     assert_int_equal(h_conn_open(&c, port), 0);
     /* /a answers later than /b would: order must still hold. */
-    assert_int_equal(h_conn_sendf(&c,
-                                  "GET /a?body=first&delay_ms=200 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                                  "\r\n"
-                                  "GET /b?body=second HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
-                                  port, port),
-                     0);
+    assert_int_equal(
+        h_conn_sendf(&c,
+                     "GET /a?body=first&delay_ms=200 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                     "\r\n"
+                     "GET /b?body=second HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
+                     port, port),
+        0);
     struct h_resp r;
     assert_int_equal(h_read_response(&c, &r, false, H_TIMEOUT_MS), 0);
     assert_int_equal(r.status, 200);

@@ -72,8 +72,7 @@ test_first_byte_timeout(void **state)
     char conf[512];
     h_path(t, "timeout.conf", conf, sizeof(conf));
     assert_int_equal(h_write_file(conf, "origin_first_byte_timeout = 1s\n"), 0);
-    assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, H_ARGS("-c", conf)),
-                     0);
+    assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, H_ARGS("-c", conf)), 0);
 
     /* On the heap: if an assertion below jumps out, the thread may still write to it. */
     struct bg_get *gp = calloc(1, sizeof(*gp));
@@ -253,8 +252,8 @@ start_tls_origin(struct h_test *t, struct h_proc *p, int port, const char *cert,
     assert_int_equal(h_write_file(file, "hello over tls\n"), 0);
     h_path(t, "s_server.log", log, sizeof(log));
     snprintf(accept, sizeof(accept), "127.0.0.1:%d", port);
-    char *argv[] = {"openssl", "s_server", "-accept", accept, "-cert", (char *)cert,
-                    "-key",    (char *)key, "-WWW",  "-quiet", NULL};
+    char *argv[] = {"openssl", "s_server",  "-accept", accept,   "-cert", (char *)cert,
+                    "-key",    (char *)key, "-WWW",    "-quiet", NULL};
     assert_int_equal(h_spawn(p, "openssl s_server", argv, log, www), 0);
     h_track(t, p);
     assert_true(h_wait_port(port, 10000));

@@ -40,7 +40,7 @@
 #define KEEP_BODY (1u << 20)     /* body bytes remembered per path */
 #define MAX_BODY_BUF (64u << 20) /* request body bytes held for echo=1; the rest is counted */
 #define MAX_CONNS 1024
-#define MAX_EXTRA 32          /* h= parameters */
+#define MAX_EXTRA 32           /* h= parameters */
 #define MAX_BIGHDR (16u << 20) /* bighdr= cap */
 
 struct entry {
@@ -148,7 +148,9 @@ sb_add(struct sbuf *s, const void *data, size_t n)
     s->p[s->len] = '\0';
 }
 
-static void __attribute__((format(printf, 2, 3)))
+static void sb_printf(struct sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
 sb_printf(struct sbuf *s, const char *fmt, ...)
 {
     va_list ap;
@@ -628,24 +630,42 @@ static const char *
 reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Status";
     }
 }
 
@@ -839,8 +859,9 @@ handle(struct conn *c, struct req *r)
     char *path, *query;
     char *copy = split_target(r->target, &path, &query);
     const char *connection = req_header(r, "Connection");
-    bool keep = strcmp(r->version, "HTTP/1.1") == 0 ? !(connection && has_token(connection, "close"))
-                                                   : (connection && has_token(connection, "keep-alive"));
+    bool keep = strcmp(r->version, "HTTP/1.1") == 0
+                    ? !(connection && has_token(connection, "close"))
+                    : (connection && has_token(connection, "keep-alive"));
     if (strncmp(path, "/__origin/", 10) == 0) {
         bool k = handle_control(c, path, query, keep);
         free(copy);
@@ -975,13 +996,12 @@ conn_main(void *arg)
 static void
 usage(FILE *out)
 {
-    fprintf(out,
-            "usage: testorigin --port P [--addr 127.0.0.1] [--demo]\n"
-            "Query parameters of any path: status=N body=TEXT size=N h=Name:Value delay_ms=N\n"
-            "  body_delay_ms=N cl=N nocl=1 chunked=1 dupcl=1 clte=1 bighdr=N reset_after=N\n"
-            "  hang=1 close=1 echo=1 etag=X lm=HTTPDATE cc=VALUE\n"
-            "Control: /__origin/count?path=P /__origin/total /__origin/conns\n"
-            "  /__origin/last?path=P /__origin/lastbody?path=P /__origin/reset\n");
+    fprintf(out, "usage: testorigin --port P [--addr 127.0.0.1] [--demo]\n"
+                 "Query parameters of any path: status=N body=TEXT size=N h=Name:Value delay_ms=N\n"
+                 "  body_delay_ms=N cl=N nocl=1 chunked=1 dupcl=1 clte=1 bighdr=N reset_after=N\n"
+                 "  hang=1 close=1 echo=1 etag=X lm=HTTPDATE cc=VALUE\n"
+                 "Control: /__origin/count?path=P /__origin/total /__origin/conns\n"
+                 "  /__origin/last?path=P /__origin/lastbody?path=P /__origin/reset\n");
 }
 
 int
