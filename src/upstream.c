@@ -252,6 +252,9 @@ xfer_start(struct cdn_upstream *up, struct xfer *x)
         x->hdrs = curl_slist_append(x->hdrs, *h);
     curl_easy_setopt(e, CURLOPT_URL, cdn_fetch_url(f));
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    /* Relay bytes as the origin sent them: never decode Content-Encoding (chunked framing is
+     * still removed, the front end frames the body itself). */
+    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
