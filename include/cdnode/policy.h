@@ -182,7 +182,8 @@ enum cdn_decide_reason {
 struct cdn_decide_out {
     enum cdn_decision decision;
     enum cdn_decide_reason reason;
-    int64_t age;      /* current age (0 without a stored response) */
+    int64_t age;      /* current age; 0 when there is no stored response or the request
+                         has no-store (decided before the entry is read) */
     int64_t lifetime; /* freshness lifetime */
     int64_t ttl;      /* lifetime - age: remaining freshness, negative when stale */
 };
