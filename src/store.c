@@ -1207,7 +1207,8 @@ scan_at_open(struct cdn_store *s, MDB_txn *t)
     free(bad);
     if (rc == 0 && nbad > 0)
         cdn_warn("store: deleted invalid metadata records at open");
-    qsort(ids, nids, sizeof(*ids), cmp_u64);
+    if (nids > 1)
+        qsort(ids, nids, sizeof(*ids), cmp_u64);
     if (rc == 0)
         rc = mdb_cursor_open(t, s->body, &c);
     if (rc == 0) {
@@ -1216,7 +1217,7 @@ scan_at_open(struct cdn_store *s, MDB_txn *t)
             uint64_t id = k.mv_size == BODY_KEY_LEN ? body_key_id(k.mv_data) : 0;
             if (id > max_id)
                 max_id = id;
-            if (id == 0 || bsearch(&id, ids, nids, sizeof(*ids), cmp_u64) == NULL) {
+            if (id == 0 || nids == 0 || !bsearch(&id, ids, nids, sizeof(*ids), cmp_u64)) {
                 rc = mdb_cursor_del(c, 0);
                 if (rc != 0)
                     break;

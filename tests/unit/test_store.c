@@ -1028,11 +1028,12 @@ test_concurrent_readers(void **state)
             struct cdn_store_meta m = meta(key, NULL);
             cdn_store_put(s, &m, body, (size_t)(round * 400 + i), NULL, NULL);
         }
-        if (round % 5 == 4) {
-            int r;
+        int r = -1;
+        if (round % 5 == 4)
             cdn_store_purge(s, CDN_PURGE_PREFIX, "http://a.test/c/1", 17, false, on_done, &r);
-        }
         assert_int_equal(cdn_store_flush(s), 0);
+        if (round % 5 == 4)
+            assert_int_equal(r, 11); /* c/1 and c/10..c/19 */
     }
     atomic_store(&stop, true);
     int hits = 0;
