@@ -13,7 +13,9 @@
 
 #include <ftw.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct fx {
@@ -1047,6 +1049,80 @@ test_concurrent_readers(void **state)
 }
 
 static void
+test_sigkill_recovery(void **state)
+{
+    struct fx *f = *state;
+    f->o.chunk_size = 4096;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* The child commits 100 objects, then dies holding a lease and half a streamed put. */
+        struct cdn_store *s;
+        if (cdn_store_open(&f->o, &s) != 0)
+            _exit(1);
+        char key[64];
+        for (int i = 0; i < 100; i++) {
+            snprintf(key, sizeof(key), "http://a.test/k/%d", i);
+            struct cdn_store_meta m = meta(key, NULL);
+            cdn_store_put(s, &m, key, strlen(key), NULL, NULL);
+        }
+        cdn_store_flush(s);
+        struct cdn_store_lease *l;
+        if (cdn_store_lookup(s, "http://a.test/k/1", 17, &l) != 0)
+            _exit(1);
+        struct cdn_store_put *p = cdn_store_put_begin(s);
+        static uint8_t junk[3 * 4096];
+        cdn_store_put_write(p, junk, sizeof(junk));
+        cdn_store_flush(s);
+        raise(SIGKILL);
+        _exit(1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    struct cdn_store *s = open_fx(f);
+    struct cdn_store_stats st = stats(s);
+    assert_int_equal(st.objects, 100);
+    assert_int_equal(st.orphans_deleted, 3);
+    assert_int_equal(st.corrupt_deleted, 0);
+    char key[64];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "http://a.test/k/%d", i);
+        assert_body(s, key, NULL, key, strlen(key));
+    }
+    /* The dead child's reader slot was reclaimed: writes reuse freed pages again. */
+    assert_int_equal(put_str(s, "http://a.test/after", NULL, "after"), 0);
+    assert_body(s, "http://a.test/after", NULL, "after", 5);
+}
+
+static void
+test_readers_full(void **state)
+{
+    struct fx *f = *state;
+    f->o.max_readers = 2;
+    f->o.max_leases = 100000;
+    struct cdn_store *s = open_fx(f);
+    assert_int_equal(put_str(s, "http://a.test/r", NULL, "r"), 0);
+    unsigned slots;
+    assert_int_equal(mdb_env_get_maxreaders(s->env, &slots), 0);
+    struct cdn_store_lease **l = cdn_calloc(slots, sizeof(*l));
+    for (unsigned i = 0; i < slots; i++)
+        assert_int_equal(cdn_store_lookup(s, "http://a.test/r", 15, &l[i]), 0);
+    struct cdn_store_lease *extra;
+    assert_int_equal(cdn_store_lookup(s, "http://a.test/r", 15, &extra), CDN_EAGAIN);
+    assert_int_equal(stats(s).leases_open, slots);
+    /* Writes do not need reader slots. */
+    assert_int_equal(put_str(s, "http://a.test/r2", NULL, "r2"), 0);
+    cdn_store_lease_release(l[0]);
+    assert_int_equal(cdn_store_lookup(s, "http://a.test/r2", 16, &extra), 0);
+    cdn_store_lease_release(extra);
+    for (unsigned i = 1; i < slots; i++)
+        cdn_store_lease_release(l[i]);
+    assert_int_equal(stats(s).leases_open, 0);
+    free(l);
+}
+
+static void
 test_recency_order(void **state)
 {
     (void)state;
@@ -1124,6 +1200,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigkill_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readers_full, setup, teardown),
         cmocka_unit_test(test_recency_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
