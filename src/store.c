@@ -59,6 +59,9 @@
 #define BODY_KEY_LEN 12
 
 #define GROUP_MAX_OPS 512
+/* Records one purge changes per transaction: bounds dirty pages (MDB_TXN_FULL) and the time
+ * other writes wait behind a large purge, which resumes in the next group. */
+#define PURGE_TXN_MAX 4096
 #define GROUP_MAX_BYTES (32u << 20)
 
 _Static_assert(KEY_LEN == HASH_LEN + 8, "meta key = hash + variant");
@@ -296,6 +299,10 @@ struct op {
     enum cdn_store_purge purge;
     bool soft;
     bool durable;
+    bool more;    /* PURGE: stopped at PURGE_TXN_MAX, continues from next_resume */
+    bool resumed; /* PURGE: start from resume instead of the beginning */
+    uint8_t resume[KEY_LEN], next_resume[KEY_LEN];
+    int64_t total; /* PURGE: records affected by the parts already committed */
     uint64_t body_id; /* DROP: the body found damaged, 0 for a bad record */
     cdn_store_done_fn done;
     void *arg;
@@ -771,6 +778,17 @@ purge_matches(const struct op *op, const struct rec *r)
     case CDN_PURGE_URL: return same_bytes(r->m.key, r->m.key_len, op->pattern, op->plen);
     case CDN_PURGE_PREFIX:
         return r->m.key_len >= op->plen && memcmp(r->m.key, op->pattern, op->plen) == 0;
+    case CDN_PURGE_TAG:
+        for (size_t i = 0; i < r->m.tags_len;) {
+            const char *tags = r->m.tags;
+            size_t end = i;
+            while (end < r->m.tags_len && tags[end] != ' ')
+                end++;
+            if (same_bytes(tags + i, end - i, op->pattern, op->plen))
+                return true;
+            i = end + 1;
+        }
+        return false;
     case CDN_PURGE_ALL: return true;
     }
     return false;
@@ -780,6 +798,7 @@ static int
 apply_purge(struct cdn_store *s, MDB_txn *t, struct op *op)
 {
     op->result = 0;
+    op->more = false;
     if (op->purge == CDN_PURGE_ALL && !op->soft) {
         MDB_stat st;
         int rc = mdb_stat(t, s->meta, &st);
@@ -797,9 +816,13 @@ apply_purge(struct cdn_store *s, MDB_txn *t, struct op *op)
     /* Collect the matching keys first, then change them: no cursor walks a tree being edited. */
     uint8_t *keys = NULL;
     size_t n = 0, cap = 0;
-    uint8_t start[KEY_LEN] = {0};
-    if (op->purge == CDN_PURGE_URL)
-        SHA256((const unsigned char *)op->pattern, op->plen, start);
+    uint8_t start[KEY_LEN] = {0}, hash[HASH_LEN];
+    if (op->purge == CDN_PURGE_URL) {
+        SHA256((const unsigned char *)op->pattern, op->plen, hash);
+        memcpy(start, hash, HASH_LEN);
+    }
+    if (op->resumed)
+        memcpy(start, op->resume, KEY_LEN);
     MDB_cursor *c;
     int rc = mdb_cursor_open(t, s->meta, &c);
     if (rc != 0)
@@ -808,8 +831,13 @@ apply_purge(struct cdn_store *s, MDB_txn *t, struct op *op)
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     while (rc == 0) {
         if (op->purge == CDN_PURGE_URL &&
-            (k.mv_size < HASH_LEN || memcmp(k.mv_data, start, HASH_LEN) != 0))
+            (k.mv_size < HASH_LEN || memcmp(k.mv_data, hash, HASH_LEN) != 0))
             break;
+        if (n == PURGE_TXN_MAX) {
+            op->more = true;
+            memcpy(op->next_resume, keys + (n - 1) * KEY_LEN, KEY_LEN);
+            break;
+        }
         struct rec r;
         if (k.mv_size == KEY_LEN &&
             (rec_parse(v.mv_data, v.mv_size, &r) != 0 || purge_matches(op, &r))) {
@@ -1088,10 +1116,41 @@ run_group(struct cdn_store *s, struct op *list)
         if (rc != 0)
             cdn_error("store: sync: %s", mdb_strerror(rc));
     }
+    /* Purges that stopped at their per-transaction bound go back to the head of the queue, and
+     * so do the barriers behind them: a flush waits for the whole purge. */
+    struct op *again = NULL, *again_last = NULL;
     while (list != NULL) {
         struct op *next = list->next;
-        op_finish(list);
+        bool requeue = list->kind == OP_BARRIER && again != NULL;
+        if (list->kind == OP_PURGE && list->result >= 0) {
+            list->total += list->result;
+            requeue = list->more;
+            if (list->more) {
+                memcpy(list->resume, list->next_resume, KEY_LEN);
+                list->resumed = true;
+            } else {
+                list->result = (int)(list->total > INT32_MAX ? INT32_MAX : list->total);
+            }
+        }
+        if (requeue) {
+            list->next = NULL;
+            if (again_last != NULL)
+                again_last->next = list;
+            else
+                again = list;
+            again_last = list;
+        } else {
+            op_finish(list);
+        }
         list = next;
+    }
+    if (again != NULL) {
+        pthread_mutex_lock(&s->q_mu);
+        again_last->next = s->q_head;
+        if (s->q_head == NULL)
+            s->q_tail = again_last;
+        s->q_head = again;
+        pthread_mutex_unlock(&s->q_mu);
     }
 }
 

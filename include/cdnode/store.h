@@ -54,7 +54,7 @@ struct cdn_store_opts {
 /*
  * What is stored for one object. Passed in to put/update (copied before the call returns), and
  * handed out by lookups (then every pointer points into the lease, see cdn_store_lease_meta).
- * The header block, vary and tags strings are opaque to the store.
+ * The header block and vary string are opaque to the store; tags matter only to CDN_PURGE_TAG.
  */
 struct cdn_store_meta {
     const char *key; /* full primary cache key; not NUL-terminated on output */
@@ -63,7 +63,7 @@ struct cdn_store_meta {
     size_t vary_len;
     const void *headers; /* serialized stored header block */
     size_t headers_len;
-    const void *tags;
+    const void *tags; /* names separated by single spaces (CDN_PURGE_TAG matches one) */
     size_t tags_len;
     uint32_t status;
     uint32_t flags;        /* CDN_STORE_STALE */
@@ -189,12 +189,15 @@ void cdn_store_delete(struct cdn_store *s, const char *key, size_t key_len, cons
 enum cdn_store_purge {
     CDN_PURGE_URL,    /* every variant of the key equal to pattern */
     CDN_PURGE_PREFIX, /* every object whose key starts with pattern */
+    CDN_PURGE_TAG,    /* every object whose tags include the name pattern (scans all records) */
     CDN_PURGE_ALL     /* everything; pattern ignored */
 };
 /*
  * Deletes (soft=false) or marks CDN_STORE_STALE (soft=true) the matching objects. The commit is
  * synced to disk before done is called with the number of records affected, so an acknowledged
- * purge survives a crash. The pattern is copied.
+ * purge survives a crash. A purge touching many records is split over several transactions
+ * (other writes proceed in between; objects stored meanwhile may or may not be purged). The
+ * pattern is copied.
  */
 void cdn_store_purge(struct cdn_store *s, enum cdn_store_purge kind, const char *pattern,
                      size_t len, bool soft, cdn_store_done_fn done, void *arg);

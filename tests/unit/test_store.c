@@ -1123,6 +1123,70 @@ test_readers_full(void **state)
 }
 
 static void
+test_purge_tag(void **state)
+{
+    struct fx *f = *state;
+    struct cdn_store *s = open_fx(f);
+    const char *tags[] = {"red blue", "blue", "reddish", "green red"};
+    char key[64];
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof(key), "http://a.test/t/%d", i);
+        struct cdn_store_meta m = meta(key, NULL);
+        m.tags = tags[i];
+        m.tags_len = strlen(tags[i]);
+        assert_int_equal(put_sync(s, &m, "x", 1), 0);
+    }
+    int r = -1;
+    cdn_store_purge(s, CDN_PURGE_TAG, "red", 3, false, on_done, &r);
+    assert_int_equal(cdn_store_flush(s), 0);
+    assert_int_equal(r, 2); /* whole names only: not "reddish" */
+    assert_false(present(s, "http://a.test/t/0"));
+    assert_true(present(s, "http://a.test/t/1"));
+    assert_true(present(s, "http://a.test/t/2"));
+    assert_false(present(s, "http://a.test/t/3"));
+    cdn_store_purge(s, CDN_PURGE_TAG, "blue", 4, true, on_done, &r);
+    assert_int_equal(cdn_store_flush(s), 0);
+    assert_int_equal(r, 1);
+    struct cdn_store_lease *l;
+    assert_int_equal(cdn_store_lookup(s, "http://a.test/t/1", 17, &l), 0);
+    assert_int_equal(cdn_store_lease_meta(l, 0)->flags, CDN_STORE_STALE);
+    cdn_store_lease_release(l);
+}
+
+static void
+test_large_purge_split(void **state)
+{
+    struct fx *f = *state;
+    struct cdn_store *s = open_fx(f);
+    char key[64];
+    int n = PURGE_TXN_MAX + 1000;
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "http://a.test/p/%d", i);
+        struct cdn_store_meta m = meta(key, NULL);
+        cdn_store_put(s, &m, "x", 1, NULL, NULL);
+    }
+    assert_int_equal(put_str(s, "http://b.test/keep", NULL, "k"), 0);
+    uint64_t w0 = stats(s).write_txns;
+    int r = -1;
+    cdn_store_purge(s, CDN_PURGE_ALL, NULL, 0, true, on_done, &r);
+    assert_int_equal(cdn_store_flush(s), 0);
+    assert_int_equal(r, n + 1);
+    assert_true(stats(s).write_txns - w0 >= 2);
+    assert_int_equal(stats(s).soft_purges, n + 1);
+
+    w0 = stats(s).write_txns;
+    cdn_store_purge(s, CDN_PURGE_PREFIX, "http://a.test/", 14, false, on_done, &r);
+    assert_int_equal(cdn_store_flush(s), 0);
+    assert_int_equal(r, n);
+    assert_true(stats(s).write_txns - w0 >= 2);
+    struct cdn_store_stats st = stats(s);
+    assert_int_equal(st.objects, 1);
+    assert_int_equal(raw_entries(s, s->meta), 1);
+    assert_int_equal(raw_entries(s, s->body), 1);
+    assert_true(present(s, "http://b.test/keep"));
+}
+
+static void
 test_recency_order(void **state)
 {
     (void)state;
@@ -1202,6 +1266,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_tag, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_purge_split, setup, teardown),
         cmocka_unit_test(test_recency_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
