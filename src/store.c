@@ -182,8 +182,8 @@ rec_set_body(uint8_t *r, size_t len, uint64_t body_id, uint64_t body_size, uint3
 
 /* A sealed record for m (malloc'd), or NULL with *err set when m is unusable. */
 static uint8_t *
-rec_build(const struct cdn_store_meta *m, uint64_t body_id, uint64_t body_size,
-          uint32_t chunk_size, size_t *len, int *err)
+rec_build(const struct cdn_store_meta *m, uint64_t body_id, uint64_t body_size, uint32_t chunk_size,
+          size_t *len, int *err)
 {
     uint64_t total = (uint64_t)REC_HDR + m->key_len + m->vary_len + m->headers_len + m->tags_len;
     if (m->key == NULL || m->key_len == 0 || m->status < 100 || m->status > 999 ||
@@ -302,7 +302,7 @@ struct op {
     bool more;    /* PURGE: stopped at PURGE_TXN_MAX, continues from next_resume */
     bool resumed; /* PURGE: start from resume instead of the beginning */
     uint8_t resume[KEY_LEN], next_resume[KEY_LEN];
-    int64_t total; /* PURGE: records affected by the parts already committed */
+    int64_t total;    /* PURGE: records affected by the parts already committed */
     uint64_t body_id; /* DROP: the body found damaged, 0 for a bad record */
     cdn_store_done_fn done;
     void *arg;
@@ -433,11 +433,16 @@ static int
 mdb_to_cdn(int rc)
 {
     switch (rc) {
-    case 0: return 0;
-    case MDB_NOTFOUND: return CDN_ENOTFOUND;
-    case MDB_MAP_FULL: return CDN_EFULL;
-    case MDB_READERS_FULL: return CDN_EAGAIN;
-    default: return CDN_EIO;
+    case 0:
+        return 0;
+    case MDB_NOTFOUND:
+        return CDN_ENOTFOUND;
+    case MDB_MAP_FULL:
+        return CDN_EFULL;
+    case MDB_READERS_FULL:
+        return CDN_EAGAIN;
+    default:
+        return CDN_EIO;
     }
 }
 
@@ -775,7 +780,8 @@ static bool
 purge_matches(const struct op *op, const struct rec *r)
 {
     switch (op->purge) {
-    case CDN_PURGE_URL: return same_bytes(r->m.key, r->m.key_len, op->pattern, op->plen);
+    case CDN_PURGE_URL:
+        return same_bytes(r->m.key, r->m.key_len, op->pattern, op->plen);
     case CDN_PURGE_PREFIX:
         return r->m.key_len >= op->plen && memcmp(r->m.key, op->pattern, op->plen) == 0;
     case CDN_PURGE_TAG:
@@ -789,7 +795,8 @@ purge_matches(const struct op *op, const struct rec *r)
             i = end + 1;
         }
         return false;
-    case CDN_PURGE_ALL: return true;
+    case CDN_PURGE_ALL:
+        return true;
     }
     return false;
 }
@@ -908,8 +915,8 @@ apply_drop(struct cdn_store *s, MDB_txn *t, struct op *op)
             uint8_t kb[BODY_KEY_LEN];
             body_key(r.body_id, i, kb);
             MDB_val bk = {BODY_KEY_LEN, kb}, bv;
-            uint64_t want = i + 1 < r.nchunks ? r.chunk_size
-                                              : r.m.body_size - (uint64_t)i * r.chunk_size;
+            uint64_t want =
+                i + 1 < r.nchunks ? r.chunk_size : r.m.body_size - (uint64_t)i * r.chunk_size;
             rc = mdb_get(t, s->body, &bk, &bv);
             if (rc != 0 && rc != MDB_NOTFOUND)
                 return rc;
@@ -928,14 +935,23 @@ static int
 apply(struct cdn_store *s, MDB_txn *t, struct op *op)
 {
     switch (op->kind) {
-    case OP_CHUNK: return apply_chunk(s, t, op);
-    case OP_COMMIT: return apply_commit(s, t, op);
-    case OP_ABORT: op->result = 0; return del_body(s, t, op->put->body_id);
-    case OP_UPDATE: return apply_update(s, t, op);
-    case OP_DELETE: return apply_delete(s, t, op);
-    case OP_PURGE: return apply_purge(s, t, op);
-    case OP_DROP: return apply_drop(s, t, op);
-    case OP_BARRIER: return 0; /* result preset: 0, or an error found at submission */
+    case OP_CHUNK:
+        return apply_chunk(s, t, op);
+    case OP_COMMIT:
+        return apply_commit(s, t, op);
+    case OP_ABORT:
+        op->result = 0;
+        return del_body(s, t, op->put->body_id);
+    case OP_UPDATE:
+        return apply_update(s, t, op);
+    case OP_DELETE:
+        return apply_delete(s, t, op);
+    case OP_PURGE:
+        return apply_purge(s, t, op);
+    case OP_DROP:
+        return apply_drop(s, t, op);
+    case OP_BARRIER:
+        return 0; /* result preset: 0, or an error found at submission */
     }
     return 0;
 }
@@ -1451,8 +1467,7 @@ lease_copy_out(struct cdn_store_lease *l)
 }
 
 int
-cdn_store_lookup(struct cdn_store *s, const char *key, size_t key_len,
-                 struct cdn_store_lease **out)
+cdn_store_lookup(struct cdn_store *s, const char *key, size_t key_len, struct cdn_store_lease **out)
 {
     CDN_CHECK_MAGIC(s, STORE_MAGIC);
     if (key == NULL || key_len == 0)

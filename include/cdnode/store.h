@@ -93,15 +93,15 @@ struct cdn_store_stats {
     uint64_t corrupt_deleted; /* invalid records deleted */
     uint64_t orphans_deleted; /* body chunks without metadata removed at open */
     uint64_t lookups;
-    uint64_t lease_copies;    /* lookups that copied out because max_leases were open */
+    uint64_t lease_copies; /* lookups that copied out because max_leases were open */
     uint64_t leases_open;
-    uint64_t txn_created;     /* read transaction handles created (the pool grows) */
-    uint64_t txn_renewed;     /* read transactions taken from the pool */
-    uint64_t write_txns;      /* write transactions committed */
-    uint64_t used_pages;      /* pages in use after the last commit */
-    uint64_t map_pages;       /* pages in the map */
-    uint64_t high_pages;      /* the high watermark in pages */
-    uint64_t touch_skipped;   /* hits not recorded in the recency index (busy stripe) */
+    uint64_t txn_created;   /* read transaction handles created (the pool grows) */
+    uint64_t txn_renewed;   /* read transactions taken from the pool */
+    uint64_t write_txns;    /* write transactions committed */
+    uint64_t used_pages;    /* pages in use after the last commit */
+    uint64_t map_pages;     /* pages in the map */
+    uint64_t high_pages;    /* the high watermark in pages */
+    uint64_t touch_skipped; /* hits not recorded in the recency index (busy stripe) */
 };
 
 /*
@@ -180,8 +180,8 @@ void cdn_store_put(struct cdn_store *s, const struct cdn_store_meta *m, const vo
  * Rewrites the metadata of the variant (m->key, m->vary) keeping its body (e.g. after a 304):
  * status, headers, tags, flags and times come from m. done gets 0 or CDN_ENOTFOUND.
  */
-void cdn_store_update(struct cdn_store *s, const struct cdn_store_meta *m,
-                      cdn_store_done_fn done, void *arg);
+void cdn_store_update(struct cdn_store *s, const struct cdn_store_meta *m, cdn_store_done_fn done,
+                      void *arg);
 /* Deletes one variant; done gets the number of records deleted (0 or 1). */
 void cdn_store_delete(struct cdn_store *s, const char *key, size_t key_len, const void *vary,
                       size_t vary_len, cdn_store_done_fn done, void *arg);
