@@ -66,7 +66,7 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
     struct cdn_upstream_stats us;
     cdn_front_stats(a->fe, &fs);
     cdn_upstream_stats(a->up, &us);
-    char buf[2048];
+    char buf[4096];
     int n = snprintf(buf, sizeof(buf),
                      "# TYPE cdnode_requests_total counter\n"
                      "cdnode_requests_total %llu\n"
@@ -85,12 +85,21 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
                      "# TYPE cdnode_origin_bytes_in_total counter\n"
                      "cdnode_origin_bytes_in_total %llu\n"
                      "# TYPE cdnode_origin_active gauge\n"
-                     "cdnode_origin_active %llu\n",
+                     "cdnode_origin_active %llu\n"
+                     "# TYPE cdnode_cache_responses_total counter\n"
+                     "cdnode_cache_responses_total{outcome=\"hit\"} %llu\n"
+                     "cdnode_cache_responses_total{outcome=\"stale\"} %llu\n"
+                     "cdnode_cache_responses_total{outcome=\"revalidated\"} %llu\n"
+                     "cdnode_cache_responses_total{outcome=\"miss\"} %llu\n"
+                     "# TYPE cdnode_cache_stored_total counter\n"
+                     "cdnode_cache_stored_total %llu\n",
                      (unsigned long long)fs.requests, (unsigned long long)fs.rejected,
                      (unsigned long long)fs.loops, (unsigned long long)fs.active,
                      (unsigned long long)fs.bytes_out, (unsigned long long)us.requests,
                      (unsigned long long)us.errors, (unsigned long long)us.bytes_in,
-                     (unsigned long long)us.active);
+                     (unsigned long long)us.active, (unsigned long long)fs.hits,
+                     (unsigned long long)fs.stale, (unsigned long long)fs.revalidated,
+                     (unsigned long long)fs.misses, (unsigned long long)fs.stored);
     return reply(conn, 200, "text/plain; version=0.0.4", buf, (size_t)n);
 }
 

@@ -648,7 +648,8 @@ cdn_config_defaults(struct cdn_config *c)
     c->max_object_size = 256 * MIB;
     c->max_variants = 8;
     c->target_cache_control[0] = cdn_strdup("CDN-Cache-Control");
-    c->n_target_cache_control = 1;
+    c->target_cache_control[1] = cdn_strdup("Surrogate-Control");
+    c->n_target_cache_control = 2;
     c->target_cache_control_is_default = true;
     c->heuristic_percent = 10;
     c->heuristic_max_s = 86400;

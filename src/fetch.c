@@ -50,6 +50,13 @@ struct cdn_fetch {
     uint64_t base;     /* offset of head's first byte */
     uint64_t received; /* total body bytes appended */
     bool body_error;
+    bool body_complete; /* every byte arrived; DONE waits for the store when storing */
+    /* sink (producer thread only, except `storing`, published with the head) */
+    struct cdn_fetch_sink sink;
+    bool has_sink;
+    bool storing;
+    bool sink_ended;
+    bool sink_blocked;
     /* readers */
     struct cdn_waiter *waiters;
     unsigned n_waiters;
@@ -66,6 +73,8 @@ struct cdn_fetch {
     bool up_waiting; /* producer asked for bytes that were not there */
     struct cdn_waiter *up_parked;
 };
+
+static void wake_all(struct cdn_fetch *f);
 
 static char **
 copy_lines(const char *const *lines)
@@ -102,6 +111,41 @@ cdn_fetch_new(const struct cdn_fetch_req *req)
 }
 
 void
+cdn_fetch_set_sink(struct cdn_fetch *f, const struct cdn_fetch_sink *sink)
+{
+    CDN_CHECK_MAGIC(f, FETCH_MAGIC);
+    f->sink = *sink;
+    f->has_sink = true;
+}
+
+bool
+cdn_fetch_storing(const struct cdn_fetch *f)
+{
+    return f->storing;
+}
+
+/* Producer thread, without the mutex: the sink's end, exactly once. */
+static void
+end_sink(struct cdn_fetch *f, bool complete)
+{
+    if (f->has_sink && !f->sink_ended) {
+        f->sink_ended = true;
+        f->sink.end(f->sink.arg, f, complete);
+    }
+}
+
+void
+cdn_fetch_stored(struct cdn_fetch *f)
+{
+    CDN_CHECK_MAGIC(f, FETCH_MAGIC);
+    pthread_mutex_lock(&f->mu);
+    if (f->state == CDN_FETCH_HEADERS && f->body_complete)
+        f->state = CDN_FETCH_DONE;
+    wake_all(f);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void
 cdn_fetch_ref(struct cdn_fetch *f)
 {
     CDN_CHECK_MAGIC(f, FETCH_MAGIC);
@@ -131,6 +175,7 @@ cdn_fetch_unref(struct cdn_fetch *f)
     if (left > 0)
         return;
     CDN_ASSERT(f->waiters == NULL);
+    end_sink(f, false);
     free_chunks(f);
     for (size_t i = 0; f->req_headers[i]; i++)
         free(f->req_headers[i]);
@@ -258,7 +303,7 @@ cdn_fetch_detach(struct cdn_fetch *f, struct cdn_waiter *w)
     w->next = NULL;
     w->parked = false;
     trim(f);
-    if (f->n_waiters == 0 && f->kick && f->state <= CDN_FETCH_HEADERS) {
+    if (f->n_waiters == 0 && !f->storing && f->kick && f->state <= CDN_FETCH_HEADERS) {
         /* Let the producer notice it is abandoned. */
         f->want_resume = true;
         f->kick(f->kick_arg);
@@ -309,8 +354,15 @@ cdn_fetch_read(struct cdn_fetch *f, struct cdn_waiter *w, char *buf, size_t max,
     enum cdn_read_result r;
     *n = 0;
     pthread_mutex_lock(&f->mu);
-    if (w->off < f->received) {
+    /* While the store takes the body, the last byte waits for its commit (cdn_fetch_stored). */
+    uint64_t avail = f->received;
+    if (f->storing && f->state == CDN_FETCH_HEADERS && avail > 0)
+        avail--;
+    if (w->off < avail) {
         CDN_ASSERT(w->off >= f->base);
+        uint64_t want = avail - w->off;
+        if (want < max)
+            max = (size_t)want;
         uint64_t pos = f->base;
         size_t copied = 0;
         for (struct chunk *c = f->head; c && copied < max; c = c->next) {
@@ -402,10 +454,20 @@ cdn_fetch_take_resume(struct cdn_fetch *f)
 }
 
 bool
+cdn_fetch_take_sink_blocked(struct cdn_fetch *f)
+{
+    pthread_mutex_lock(&f->mu);
+    bool r = f->sink_blocked;
+    f->sink_blocked = false;
+    pthread_mutex_unlock(&f->mu);
+    return r;
+}
+
+bool
 cdn_fetch_abandoned(struct cdn_fetch *f)
 {
     pthread_mutex_lock(&f->mu);
-    bool r = f->ever_attached && f->n_waiters == 0;
+    bool r = f->ever_attached && f->n_waiters == 0 && !f->storing;
     pthread_mutex_unlock(&f->mu);
     return r;
 }
@@ -420,8 +482,10 @@ void
 cdn_fetch_publish(struct cdn_fetch *f, int status, const struct cdn_hdrs *hdrs,
                   int64_t content_length)
 {
+    bool storing = f->has_sink && f->sink.head(f->sink.arg, status, hdrs, content_length);
     pthread_mutex_lock(&f->mu);
     CDN_ASSERT(f->state == CDN_FETCH_PENDING);
+    f->storing = storing;
     f->status = status;
     f->resp = *hdrs;
     f->content_length = content_length;
@@ -435,11 +499,18 @@ cdn_fetch_append(struct cdn_fetch *f, const char *data, size_t n)
 {
     pthread_mutex_lock(&f->mu);
     uint64_t buffered = f->received - f->base;
+    if (f->storing && f->sink.busy && f->sink.busy(f->sink.arg)) {
+        f->sink_blocked = true;
+        pthread_mutex_unlock(&f->mu);
+        return false;
+    }
     if (buffered > 0 && buffered + n > f->window) {
         f->producer_paused = true;
         pthread_mutex_unlock(&f->mu);
         return false;
     }
+    const char *data_start = data;
+    size_t taken = n;
     while (n > 0) {
         struct chunk *c = f->tail;
         if (c == NULL || c->len == CHUNK_SIZE) {
@@ -463,13 +534,16 @@ cdn_fetch_append(struct cdn_fetch *f, const char *data, size_t n)
         n -= take;
         f->received += take;
     }
-    if (f->n_waiters == 0 && f->ever_attached) {
+    if (f->n_waiters == 0 && (f->ever_attached || f->storing)) {
         /* Nobody reads: drop what we hold rather than grow. */
         free_chunks(f);
         f->base = f->received;
     }
     wake_all(f);
+    bool storing = f->storing;
     pthread_mutex_unlock(&f->mu);
+    if (storing)
+        f->sink.data(f->sink.arg, data_start, taken);
     return true;
 }
 
@@ -477,15 +551,19 @@ void
 cdn_fetch_finish(struct cdn_fetch *f)
 {
     pthread_mutex_lock(&f->mu);
-    if (f->state == CDN_FETCH_HEADERS)
+    f->body_complete = true;
+    if (f->state == CDN_FETCH_HEADERS && !f->storing)
         f->state = CDN_FETCH_DONE;
     wake_all(f);
     pthread_mutex_unlock(&f->mu);
+    end_sink(f, true); /* a storing sink calls cdn_fetch_stored() when the commit settled */
 }
 
 void
 cdn_fetch_fail(struct cdn_fetch *f, int status, const char *reason)
 {
+    /* Only fetches with a request body are failed by readers (413), and those carry no sink. */
+    end_sink(f, false);
     pthread_mutex_lock(&f->mu);
     if (f->state == CDN_FETCH_PENDING) {
         f->err_status = status;

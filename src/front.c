@@ -4,19 +4,24 @@
  * A request is a `struct req`, created by the URI-log callback (so the raw request-target is
  * kept: MHD hands the access handler an unescaped path without the query) and freed when both
  * MHD's completion notice and the response's free callback have released it (two references).
+ * A HIT's response body points into the store's lease, which the request holds until then.
  *
  * Access-handler calls for one request:
  *   1st: collect fields, validate (a refusal is queued now, so MHD closes the connection), check
- *        for loops, build the upstream request and submit the fetch at once.
+ *        for loops; GET and HEAD look the cache up and decide (policy.h cdn_decide); anything
+ *        that needs the origin submits its fetch at once, with a store sink for GET.
  *   body calls: feed the upload pipe; when it is full the connection is parked until drained.
- *   last call (no upload data): wait for the response head (parked until the fetch wakes us),
- *        then queue the response; its body is pulled from the fetch by body_reader(), which parks
- *        the connection whenever the fetch has nothing new.
+ *   last call (no upload data): a HIT is queued from the lease; otherwise wait for the response
+ *        head (parked until the fetch wakes us) and queue either the freshened stored response
+ *        (304 to our revalidation), the stale one (origin error where allowed), or the origin's
+ *        response, whose body is pulled from the fetch by body_reader(), parking whenever the
+ *        fetch has nothing new.
  * Parking is MHD_suspend_connection, waking is MHD_resume_connection, both under the fetch mutex
  * (fetch.h), so a wake-up cannot slip between "nothing to read" and "suspended".
  */
 #include "cdnode/front.h"
 #include "cdnode/arena.h"
+#include "cdnode/cache.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
 #include "cdnode/fetch.h"
@@ -24,10 +29,12 @@
 #include "cdnode/hop.h"
 #include "cdnode/log.h"
 #include "cdnode/request.h"
+#include "cdnode/store.h"
 #include "cdnode/upstream.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -43,6 +50,7 @@ struct cdn_front {
     uint32_t magic;
     const struct cdn_config *cfg;
     struct cdn_upstream *up;
+    struct cdn_cache *cache;
     struct MHD_Daemon *plain;
     struct MHD_Daemon *tls;
     struct cdn_hop_opts hop;
@@ -53,9 +61,10 @@ struct cdn_front {
         bool tls;
     } l_plain, l_tls;
     _Atomic uint64_t n_requests, n_rejected, n_loops, n_active, n_bytes_out;
+    _Atomic uint64_t n_hits, n_stale, n_revalidated, n_misses, n_stored;
 };
 
-enum phase { P_NEW = 0, P_FORWARD, P_ERROR, P_DONE };
+enum phase { P_NEW = 0, P_FORWARD, P_HIT, P_ERROR, P_DONE };
 
 struct req {
     uint32_t magic;
@@ -74,6 +83,12 @@ struct req {
     struct cdn_waiter w;
     bool upload_done;
     uint64_t body_seen;
+    /* cache */
+    const char *key;
+    size_t klen;
+    struct cdn_hit hit;          /* lease held until the request is freed */
+    struct cdn_decide_out dec;
+    const char *fwd;             /* Cache-Status fwd value when forwarded */
 };
 
 static void
@@ -86,6 +101,7 @@ req_unref(struct req *r)
         cdn_fetch_detach(r->fetch, &r->w);
         cdn_fetch_unref(r->fetch);
     }
+    cdn_cache_hit_release(&r->hit);
     cdn_arena_free(r->arena);
     r->magic = 0;
     free(r);
@@ -149,12 +165,14 @@ collect_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_si
     return MHD_YES;
 }
 
+/* Via and our Cache-Status member (RFC 9211), appended after any from upstream. */
 static void
-add_via(struct cdn_front *fe, struct MHD_Response *resp)
+add_hop_fields(struct req *r, struct MHD_Response *resp, const char *cache_status)
 {
     char via[96];
-    snprintf(via, sizeof(via), "1.1 %s", fe->cfg->cdn_id);
+    snprintf(via, sizeof(via), "1.1 %s", r->fe->cfg->cdn_id);
     MHD_add_response_header(resp, "Via", via);
+    MHD_add_response_header(resp, "Cache-Status", cache_status);
 }
 
 /* A short text response; `close` asks MHD to close the connection after it. */
@@ -172,7 +190,11 @@ queue_text(struct req *r, int status, const char *reason, bool close)
         MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
-    add_via(r->fe, resp);
+    const char *cs = r->fwd ? cdn_arena_printf(r->arena, "%s; fwd=%s; detail=\"%d\"",
+                                               r->fe->cfg->cdn_id, r->fwd, status)
+                            : cdn_arena_printf(r->arena, "%s; detail=\"%d\"", r->fe->cfg->cdn_id,
+                                               status);
+    add_hop_fields(r, resp, cs);
     if (close)
         MHD_add_response_header(resp, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
@@ -196,9 +218,26 @@ peer_address(struct req *r)
     return cdn_arena_strdup(r->arena, buf);
 }
 
-/* Builds the upstream request and submits it. */
+/* Client fields a cache does not forward when it fetches for itself: it evaluates them locally
+ * against what it stores (RFC 9111 §4.3.2). */
+static bool
+is_client_conditional(const struct cdn_hdr *h)
+{
+    static const char *names[] = {"If-None-Match", "If-Modified-Since", "If-Match",
+                                  "If-Unmodified-Since", "If-Range", "Range"};
+    for (size_t i = 0; i < CDN_ARRAY_LEN(names); i++)
+        if (cdn_name_eq(h->name, h->nlen, names[i]))
+            return true;
+    return false;
+}
+
+/*
+ * Builds the upstream request and submits it. `for_cache`: a GET the cache will store: the
+ * client's conditionals and Range stay here, the stored validators (if any) go up instead, and a
+ * store sink sees the response. `attach`: false for a background refresh nobody waits for.
+ */
 static void
-start_forward(struct req *r, const char *method)
+start_forward(struct req *r, const char *method, bool for_cache)
 {
     struct cdn_front *fe = r->fe;
     const struct cdn_config *cfg = fe->cfg;
@@ -206,18 +245,31 @@ start_forward(struct req *r, const char *method)
     cdn_hdrs_init(&out, r->arena);
     cdn_hop_request_headers(&r->hdrs, &out, &fe->hop, peer_address(r), r->info.host,
                             r->info.scheme, r->info.http10);
-    /* "Name: value" lines for libcurl; empty "Name:" lines stop libcurl adding its own. */
-    const char **lines = cdn_arena_alloc(r->arena, (out.n + 4) * sizeof(char *));
+    /* "Name: value" lines for libcurl; "Name;" sends an empty field, "Name:" stops libcurl from
+     * adding its own. */
+    const char **lines = cdn_arena_alloc(r->arena, (out.n + 6) * sizeof(char *));
     size_t k = 0;
     /* An HTTP/1.0 request may come without Host: then the origin's own authority is sent. */
     if (r->info.host[0] != '\0')
         lines[k++] = cdn_arena_printf(r->arena, "Host: %s", r->info.host);
     for (size_t i = 0; i < out.n; i++) {
+        if (for_cache && is_client_conditional(&out.v[i]))
+            continue;
         if (out.v[i].vlen == 0)
             lines[k++] = cdn_arena_printf(r->arena, "%.*s;", (int)out.v[i].nlen, out.v[i].name);
         else
             lines[k++] = cdn_arena_printf(r->arena, "%.*s: %.*s", (int)out.v[i].nlen,
                                           out.v[i].name, (int)out.v[i].vlen, out.v[i].value);
+    }
+    if (for_cache && r->hit.lease) {
+        struct cdn_validators v;
+        cdn_revalidation_validators(&r->hit.hdrs, &v);
+        if (v.etag)
+            lines[k++] = cdn_arena_printf(r->arena, "If-None-Match: %.*s", (int)v.etag_len,
+                                          v.etag);
+        if (v.last_modified)
+            lines[k++] = cdn_arena_printf(r->arena, "If-Modified-Since: %.*s", (int)v.lm_len,
+                                          v.last_modified);
     }
     if (!cdn_hdrs_get(&r->hdrs, "Accept"))
         lines[k++] = "Accept:";
@@ -233,6 +285,19 @@ start_forward(struct req *r, const char *method)
         .window = 1024 * 1024,
     };
     r->fetch = cdn_fetch_new(&fr);
+    if (for_cache) {
+        struct cdn_cache_sink_req sr = {
+            .method = method,
+            .key = r->key,
+            .klen = r->klen,
+            .req = &r->hdrs,
+            .request_time = cdn_wall_s(),
+            .reval = r->hit.lease ? &r->hit : NULL,
+        };
+        struct cdn_fetch_sink sink;
+        cdn_cache_sink(fe->cache, &sr, &sink);
+        cdn_fetch_set_sink(r->fetch, &sink);
+    }
     cdn_fetch_attach(r->fetch, &r->w);
     cdn_upstream_submit(fe->up, r->fetch);
 }
@@ -257,7 +322,7 @@ body_reader(void *cls, uint64_t pos, char *buf, size_t max)
 }
 
 static void
-body_reader_free(void *cls)
+release_req(void *cls)
 {
     req_unref(cls);
 }
@@ -268,37 +333,292 @@ status_has_body(int status)
     return status >= 200 && status != 204 && status != 304;
 }
 
+/* Adds every field of h to resp, except those named in skip (NULL-terminated). */
+static void
+add_fields(struct req *r, struct MHD_Response *resp, const struct cdn_hdrs *h,
+           const char *const *skip, bool nul_terminated)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        const struct cdn_hdr *f = &h->v[i];
+        bool skipped = false;
+        for (const char *const *s = skip; s && *s; s++)
+            if (cdn_name_eq(f->name, f->nlen, *s))
+                skipped = true;
+        if (skipped)
+            continue;
+        const char *name = nul_terminated ? f->name : cdn_arena_strndup(r->arena, f->name, f->nlen);
+        const char *value =
+            nul_terminated ? f->value : cdn_arena_strndup(r->arena, f->value, f->vlen);
+        if (MHD_add_response_header(resp, name, value) != MHD_YES)
+            cdn_debug("response field %s not accepted by the front end", name);
+    }
+}
+
+/*
+ * Serves the stored response of r->hit with fields `h` (the stored ones, or freshened by a 304):
+ * client conditionals, then Range, then the body straight from the lease. `cs` is our
+ * Cache-Status member without the ttl, which is added here.
+ */
+static enum MHD_Result
+queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const char *cs,
+          int64_t response_time)
+{
+    struct cdn_front *fe = r->fe;
+    struct cdn_hit *hit = &r->hit;
+    int64_t now = cdn_wall_s();
+    struct cdn_stored st = hit->st;
+    st.hdrs = h;
+    st.response_time = response_time;
+    struct cdn_age age;
+    cdn_age_compute(h, st.request_time, st.response_time, now, &age);
+    struct cdn_freshness fr;
+    cdn_freshness_lifetime(st.status, h, st.response_time, cdn_cache_policy(fe->cache), &fr);
+    const struct iovec *iov;
+    unsigned niov;
+    if (cdn_store_lease_body(hit->lease, hit->idx, &iov, &niov) != 0)
+        return queue_text(r, 503, "stored object became unreadable; retry", false);
+    uint64_t size = hit->meta->body_size;
+    int status = st.status;
+    uint64_t first = 0, last = size ? size - 1 : 0;
+    enum cdn_range_result rr = CDN_RANGE_FULL;
+    enum cdn_cond_result cr = cdn_eval_conditionals(method, &r->hdrs, &st);
+    if (cr == CDN_COND_PROCEED)
+        rr = cdn_range_eval(method, &r->hdrs, &st, size, &first, &last);
+    struct MHD_Response *resp;
+    if (cr == CDN_COND_412 || rr == CDN_RANGE_UNSATISFIABLE) {
+        status = cr == CDN_COND_412 ? 412 : 416;
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    } else {
+        /* A 304 is built like the 200 it stands for: libmicrohttpd sends no body for 304 and
+         * its Content-Length then equals the stored length (RFC 9110 §8.6). */
+        if (cr == CDN_COND_304)
+            status = 304;
+        /* Zero-copy: the segments point into the LMDB map (or the lease's copy). */
+        struct MHD_IoVec *mv = cdn_arena_alloc(r->arena, (niov ? niov : 1) * sizeof(*mv));
+        unsigned k = 0;
+        uint64_t off = 0, from = first, to = last + 1;
+        if (rr == CDN_RANGE_FULL) {
+            from = 0;
+            to = size;
+        }
+        for (unsigned i = 0; i < niov; i++) {
+            uint64_t s0 = off, s1 = off + iov[i].iov_len;
+            off = s1;
+            if (s1 <= from || s0 >= to)
+                continue;
+            uint64_t a = from > s0 ? from : s0, b = to < s1 ? to : s1;
+            mv[k].iov_base = (const char *)iov[i].iov_base + (a - s0);
+            mv[k].iov_len = (size_t)(b - a);
+            k++;
+        }
+        resp = MHD_create_response_from_iovec(mv, k, release_req, r);
+        if (resp == NULL)
+            return queue_text(r, 500, "cannot create response", true);
+        atomic_fetch_add(&r->refs, 1); /* released with the response: it reads the lease */
+        if (rr == CDN_RANGE_PARTIAL)
+            status = 206;
+        if (status != 304)
+            atomic_fetch_add_explicit(&fe->n_bytes_out, to - from, memory_order_relaxed);
+    }
+    /* The stored Age is an input to the age we send; a stored Content-Range is only replaced
+     * when we answer a range ourselves. */
+    static const char *const skip_full[] = {"Age", NULL};
+    static const char *const skip_range[] = {"Age", "Content-Range", NULL};
+    add_fields(r, resp, h, rr == CDN_RANGE_FULL ? skip_full : skip_range, h == &hit->hdrs);
+    if (rr != CDN_RANGE_FULL) {
+        char cr_buf[64];
+        MHD_add_response_header(resp, "Content-Range",
+                                cdn_content_range(rr, first, last, size, cr_buf, sizeof(cr_buf)));
+    }
+    char agebuf[24];
+    snprintf(agebuf, sizeof(agebuf), "%" PRId64, age.current_age);
+    MHD_add_response_header(resp, "Age", agebuf);
+    add_hop_fields(r, resp,
+                   cdn_arena_printf(r->arena, "%s; ttl=%" PRId64, cs, fr.lifetime - age.current_age));
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result
 queue_forwarded(struct req *r, const char *method)
 {
+    struct cdn_front *fe = r->fe;
     struct cdn_fetch *f = r->fetch;
     int status = cdn_fetch_status(f);
     int64_t cl = cdn_fetch_content_length(f);
     bool head = strcmp(method, "HEAD") == 0;
+    bool stored = cdn_fetch_storing(f);
+    const struct cdn_hdrs *in = cdn_fetch_resp_headers(f);
+    if (stored)
+        atomic_fetch_add(&fe->n_stored, 1);
+    /* A cache fetch went up without the client's conditionals: answer them here. */
+    int answer = status;
+    if (r->key && strcmp(method, "GET") == 0 && status >= 200 && status < 300) {
+        struct cdn_stored st = {.status = status, .hdrs = in, .request_time = cdn_wall_s(),
+                                .response_time = cdn_wall_s()};
+        enum cdn_cond_result cr = cdn_eval_conditionals(method, &r->hdrs, &st);
+        if (cr == CDN_COND_304)
+            answer = 304;
+        else if (cr == CDN_COND_412)
+            answer = 412;
+    }
     struct MHD_Response *resp;
-    if (head || !status_has_body(status)) {
-        /* No body goes out; for HEAD (and 304) MHD writes Content-Length from the size. */
-        uint64_t size = (cl >= 0 && status != 204) ? (uint64_t)cl : 0;
-        resp = MHD_create_response_from_callback(size, 4096, body_reader, r, body_reader_free);
+    if (head || !status_has_body(answer) || answer == 412) {
+        /* No body goes out. For HEAD and 304 MHD writes Content-Length from the size, which must
+         * then be the length of the full representation (RFC 9110 §8.6), or absent. */
+        uint64_t size = 0;
+        if ((head || answer == 304) && cl >= 0)
+            size = (uint64_t)cl;
+        /* Never MHD_SIZE_UNKNOWN here: MHD would frame a 304 as chunked and send a body. */
+        resp = MHD_create_response_from_callback(size, 4096, body_reader, r, release_req);
     } else {
         resp = MHD_create_response_from_callback(cl >= 0 ? (uint64_t)cl : MHD_SIZE_UNKNOWN,
-                                                 32 * 1024, body_reader, r, body_reader_free);
+                                                 32 * 1024, body_reader, r, release_req);
     }
     if (resp == NULL)
         return queue_text(r, 500, "cannot create response", true);
-    atomic_fetch_add(&r->refs, 1); /* released by body_reader_free */
+    atomic_fetch_add(&r->refs, 1); /* released by release_req */
     struct cdn_hdrs out;
     cdn_hdrs_init(&out, r->arena);
-    cdn_hop_response_headers(cdn_fetch_resp_headers(f), &out, &r->fe->hop);
-    for (size_t i = 0; i < out.n; i++) {
-        const char *name = cdn_arena_strndup(r->arena, out.v[i].name, out.v[i].nlen);
-        const char *value = cdn_arena_strndup(r->arena, out.v[i].value, out.v[i].vlen);
-        if (MHD_add_response_header(resp, name, value) != MHD_YES)
-            cdn_debug("response field %s not accepted by the front end", name);
+    cdn_hop_response_headers(in, &out, &fe->hop);
+    cdn_hdrs_remove(&out, "Via"); /* re-added with Cache-Status below */
+    const struct cdn_hdr *via = cdn_hdrs_get(in, "Via");
+    for (size_t i = 0; i < in->n; i++)
+        if (&in->v[i] != via && cdn_name_eq(in->v[i].name, in->v[i].nlen, "Via"))
+            cdn_hdrs_add(&out, in->v[i].name, in->v[i].nlen, in->v[i].value, in->v[i].vlen);
+    if (via)
+        cdn_hdrs_add(&out, via->name, via->nlen, via->value, via->vlen);
+    add_fields(r, resp, &out, NULL, false);
+    add_hop_fields(r, resp,
+                   cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=%d%s", fe->cfg->cdn_id,
+                                    r->fwd ? r->fwd : "miss", status, stored ? "; stored" : ""));
+    if (!r->key && status >= 200 && status < 400) {
+        /* An unsafe method succeeded: stored responses for its targets are outdated (§4.4). */
+        struct cdn_uri uris[3];
+        size_t n = cdn_invalidation_targets(method, status, r->info.scheme, r->info.host,
+                                            r->info.target, in, r->arena, uris);
+        if (n > 0 && fe->cache)
+            cdn_cache_invalidate(fe->cache, uris, n, r->arena);
     }
-    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)answer, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+static const char *
+miss_kind(const struct cdn_decide_out *d, bool vary_miss)
+{
+    switch (d->reason) {
+    case CDN_WHY_REQ_NO_STORE:
+    case CDN_WHY_AUTHORIZATION:
+        return "bypass";
+    case CDN_WHY_REQ_NO_CACHE:
+    case CDN_WHY_REQ_MAX_AGE:
+    case CDN_WHY_MIN_FRESH:
+        return "request";
+    case CDN_WHY_NOT_STORED:
+        return vary_miss ? "vary-miss" : "uri-miss";
+    default:
+        return "stale";
+    }
+}
+
+/* First call, GET or HEAD: look the cache up and decide. */
+static enum MHD_Result
+route_cacheable(struct req *r, const char *method)
+{
+    struct cdn_front *fe = r->fe;
+    if (cdn_cache_key(r->info.scheme, r->info.host, r->info.target, cdn_cache_key_opts(fe->cache),
+                      r->arena, &r->key, &r->klen) != 0) {
+        r->key = NULL;
+        r->fwd = "bypass";
+        r->phase = P_FORWARD;
+        start_forward(r, method, false);
+        return MHD_YES;
+    }
+    bool vary_miss = false;
+    int64_t now = cdn_wall_s();
+    bool found = cdn_cache_lookup(fe->cache, r->key, r->klen, &r->hdrs, r->arena, &r->hit,
+                                  &vary_miss) == 0;
+    cdn_decide(&r->hdrs, found ? &r->hit.st : NULL, cdn_cache_policy(fe->cache), now, &r->dec);
+    if (found && (r->hit.meta->flags & CDN_STORE_STALE) &&
+        r->dec.decision != CDN_DECIDE_MISS && r->dec.decision != CDN_DECIDE_504) {
+        r->dec.decision = CDN_DECIDE_REVALIDATE; /* soft-purged: only after revalidation */
+        r->dec.reason = CDN_WHY_STALE;
+    }
+    switch (r->dec.decision) {
+    case CDN_DECIDE_FRESH:
+    case CDN_DECIDE_STALE:
+    case CDN_DECIDE_STALE_SWR:
+        r->phase = P_HIT;
+        return MHD_YES;
+    case CDN_DECIDE_504:
+        cdn_cache_hit_release(&r->hit);
+        r->phase = P_ERROR;
+        r->err_status = 504;
+        r->err_reason = "only-if-cached and no usable stored response";
+        return MHD_YES;
+    case CDN_DECIDE_REVALIDATE:
+        r->fwd = miss_kind(&r->dec, false);
+        break;
+    case CDN_DECIDE_MISS:
+    default:
+        r->fwd = miss_kind(&r->dec, vary_miss);
+        cdn_cache_hit_release(&r->hit);
+        break;
+    }
+    r->phase = P_FORWARD;
+    bool bypass = r->dec.reason == CDN_WHY_REQ_NO_STORE;
+    if (bypass)
+        cdn_cache_hit_release(&r->hit);
+    start_forward(r, method, !bypass);
+    atomic_fetch_add(&fe->n_misses, 1);
+    return MHD_YES;
+}
+
+/* Last call of a forwarded request once the head (or a failure) is in. */
+static enum MHD_Result
+respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
+{
+    struct cdn_front *fe = r->fe;
+    int status = cdn_fetch_status(r->fetch);
+    bool failed = s == CDN_FETCH_FAILED && status == 0;
+    if (r->hit.lease) {
+        const char *id = fe->cfg->cdn_id;
+        if (!failed && status == 304) {
+            /* Our revalidation came back 304: serve the stored body with freshened fields. */
+            struct cdn_hdrs merged;
+            cdn_hdrs_init(&merged, r->arena);
+            cdn_merge_304(&r->hit.hdrs, cdn_fetch_resp_headers(r->fetch),
+                          cdn_cache_policy(fe->cache), &merged);
+            atomic_fetch_add(&fe->n_revalidated, 1);
+            return queue_hit(r, method, &merged,
+                             cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=304", id, r->fwd),
+                             cdn_wall_s());
+        }
+        int64_t now = cdn_wall_s();
+        if ((failed || cdn_status_is_stale_error(status)) &&
+            cdn_may_serve_stale_on_error(&r->hdrs, &r->hit.st, cdn_cache_policy(fe->cache),
+                                         now)) {
+            atomic_fetch_add(&fe->n_stale, 1);
+            const char *cs =
+                failed ? cdn_arena_printf(r->arena, "%s; hit; fwd=%s; detail=stale-if-error", id,
+                                          r->fwd)
+                       : cdn_arena_printf(r->arena,
+                                          "%s; hit; fwd=%s; fwd-status=%d; detail=stale-if-error",
+                                          id, r->fwd, status);
+            return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.response_time);
+        }
+    }
+    if (failed) {
+        const char *why;
+        int st = cdn_fetch_error(r->fetch, &why);
+        return queue_text(r, st, why, false);
+    }
+    if (s == CDN_FETCH_FAILED)
+        return queue_text(r, 502, "origin response failed before it could be relayed", true);
+    return queue_forwarded(r, method);
 }
 
 static enum MHD_Result
@@ -336,8 +656,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
                                              fe->cfg->cdn_id);
             return MHD_YES;
         }
+        if (fe->cache && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
+            return route_cacheable(r, method);
         r->phase = P_FORWARD;
-        start_forward(r, method);
+        r->fwd = "method";
+        start_forward(r, method, false);
         return MHD_YES;
     }
 
@@ -377,6 +700,16 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     case P_ERROR:
         r->phase = P_DONE;
         return queue_text(r, r->err_status, r->err_reason, r->err_status == 413);
+    case P_HIT: {
+        r->phase = P_DONE;
+        bool stale = r->dec.decision != CDN_DECIDE_FRESH;
+        atomic_fetch_add(stale ? &fe->n_stale : &fe->n_hits, 1);
+        const char *cs = cdn_arena_printf(r->arena, "%s; hit%s", fe->cfg->cdn_id,
+                                          r->dec.decision == CDN_DECIDE_STALE_SWR
+                                              ? "; detail=stale-while-revalidate"
+                                              : "");
+        return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.response_time);
+    }
     case P_FORWARD:
         break;
     default:
@@ -390,14 +723,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     if (s == CDN_FETCH_PENDING)
         return MHD_YES; /* parked: called again when the head arrives */
     r->phase = P_DONE;
-    if (s == CDN_FETCH_FAILED && cdn_fetch_status(r->fetch) == 0) {
-        const char *why;
-        int st = cdn_fetch_error(r->fetch, &why);
-        return queue_text(r, st, why, false);
-    }
-    if (s == CDN_FETCH_FAILED)
-        return queue_text(r, 502, "origin response failed before it could be relayed", true);
-    return queue_forwarded(r, method);
+    return respond_forwarded(r, method, s);
 }
 
 static void
@@ -509,12 +835,13 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
 }
 
 struct cdn_front *
-cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up)
+cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cdn_cache *cache)
 {
     struct cdn_front *fe = cdn_calloc(1, sizeof(*fe));
     fe->magic = FRONT_MAGIC;
     fe->cfg = cfg;
     fe->up = up;
+    fe->cache = cache;
     fe->hop = (struct cdn_hop_opts){
         .cdn_id = cfg->cdn_id,
         .x_forwarded_for = cfg->x_forwarded_for,
@@ -581,6 +908,11 @@ cdn_front_stats(struct cdn_front *fe, struct cdn_front_stats *out)
     out->loops = atomic_load(&fe->n_loops);
     out->active = atomic_load(&fe->n_active);
     out->bytes_out = atomic_load(&fe->n_bytes_out);
+    out->hits = atomic_load(&fe->n_hits);
+    out->stale = atomic_load(&fe->n_stale);
+    out->revalidated = atomic_load(&fe->n_revalidated);
+    out->misses = atomic_load(&fe->n_misses);
+    out->stored = atomic_load(&fe->n_stored);
 }
 
 unsigned

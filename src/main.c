@@ -7,6 +7,7 @@
  * then fail whatever is left and exit.
  */
 #include "cdnode/admin.h"
+#include "cdnode/cache.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
 #include "cdnode/front.h"
@@ -140,15 +141,20 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
-    struct cdn_upstream *up = cdn_upstream_start(&cfg);
-    struct cdn_front *fe = up ? cdn_front_start(&cfg, up) : NULL;
+    struct cdn_cache *cache = NULL;
+    struct cdn_upstream *up = NULL;
+    struct cdn_front *fe = NULL;
+    if (cdn_cache_open(&cfg, &cache) == 0)
+        up = cdn_upstream_start(&cfg);
+    fe = up ? cdn_front_start(&cfg, up, cache) : NULL;
     struct cdn_admin *admin = fe ? cdn_admin_start(&cfg, fe, up) : NULL;
     if (admin == NULL)
         goto out;
-    cdn_info("cdnode %s: listening on %s%s%s, admin on %s, origin %s, id %s, %u workers",
+    cdn_info("cdnode %s: listening on %s%s%s, admin on %s, origin %s, id %s, %u workers, store "
+             "%s",
              CDNODE_VERSION, cfg.listen, cfg.listen_tls ? " and TLS " : "",
              cfg.listen_tls ? cfg.listen_tls : "", cfg.admin_listen, cfg.origins[0], cfg.cdn_id,
-             cfg.workers);
+             cfg.workers, cfg.cache_dir);
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0)
@@ -173,7 +179,8 @@ main(int argc, char **argv)
 out:
     cdn_admin_stop(admin);
     cdn_upstream_stop(up); /* fails remaining fetches, which wakes their suspended clients */
-    cdn_front_stop(fe);
+    cdn_front_stop(fe);    /* releases the store leases responses still held */
+    cdn_cache_close(cache); /* applies queued writes */
     cdn_config_free(&cfg);
     if (rc == 0)
         cdn_info("stopped");

@@ -275,10 +275,17 @@ void
 cdn_age_compute(const struct cdn_hdrs *resp, int64_t request_time, int64_t response_time,
                 int64_t now, struct cdn_age *out)
 {
+    /* §5.1: of a list-valued Age the first member counts; an invalid value (or several Age
+     * lines, which cannot be told apart from a forged one) makes the response stale. */
     const struct cdn_hdr *age = cdn_hdrs_get(resp, "Age");
     out->age_value = 0;
-    if (age != NULL && cdn_delta_seconds_parse(age->value, age->vlen, &out->age_value) < 0)
-        out->age_value = 0;
+    if (age != NULL) {
+        const char *p = age->value, *end = age->value + age->vlen, *e = NULL;
+        size_t el = 0;
+        if (cdn_hdrs_count(resp, "Age") != 1 || !cdn_list_next(&p, end, &e, &el) ||
+            cdn_delta_seconds_parse(e, el, &out->age_value) < 0)
+            out->age_value = CDN_DELTA_MAX;
+    }
     if (!date_field(resp, "Date", response_time, &out->date_value))
         out->date_value = response_time;
     int64_t d = response_time - out->date_value;
@@ -575,12 +582,20 @@ cdn_304_matches(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304)
     return true;
 }
 
-/* A 304 field that may replace stored ones (§3.2): not hop-by-hop, not Content-Length. */
+/*
+ * A 304 field that may replace stored ones (§3.2): not hop-by-hop, and none of the fields that
+ * describe the stored bytes themselves (their length, coding, digest, range) or that identify
+ * the stored representation (ETag): a 304 selects that representation, it does not redefine it.
+ */
 static bool
 updates_stored(const struct cdn_hdrs *resp304, const struct cdn_hdr *f)
 {
-    return !cdn_hop_is_hop_by_hop(resp304, f->name, f->nlen) &&
-           !cdn_name_eq(f->name, f->nlen, "Content-Length");
+    static const char *const fixed[] = {"Content-Length", "Content-Encoding", "Content-MD5",
+                                        "Content-Range", "ETag"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (cdn_name_eq(f->name, f->nlen, fixed[i]))
+            return false;
+    return !cdn_hop_is_hop_by_hop(resp304, f->name, f->nlen);
 }
 
 void

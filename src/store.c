@@ -382,6 +382,7 @@ struct cdn_store {
     _Atomic uint64_t next_body_id;
     _Atomic uint64_t leases_open;
     _Atomic uint64_t used_pages;
+    _Atomic uint64_t backlog; /* body bytes queued for the writer, not yet applied */
     _Atomic uint64_t c_puts, c_updates, c_deletes, c_soft, c_evictions, c_drops, c_corrupt;
     _Atomic uint64_t c_orphans, c_lookups, c_copies, c_txn_created, c_txn_renewed, c_wtxns;
 };
@@ -531,6 +532,8 @@ static void
 op_finish(struct op *op)
 {
     CDN_CHECK_MAGIC(op, OP_MAGIC);
+    if (op->kind == OP_CHUNK)
+        atomic_fetch_sub(&op->put->s->backlog, op->len);
     if (op->kind == OP_CHUNK && op->result < 0) {
         int none = 0;
         atomic_compare_exchange_strong(&op->put->err, &none, op->result);
@@ -1658,6 +1661,7 @@ put_send_chunk(struct cdn_store_put *p)
     op->len = p->fill;
     p->buf = NULL;
     p->fill = 0;
+    atomic_fetch_add(&p->s->backlog, op->len);
     submit(p->s, op);
 }
 
@@ -1844,4 +1848,10 @@ cdn_store_stats(struct cdn_store *s, struct cdn_store_stats *out)
     out->map_pages = s->map_pages;
     out->high_pages = s->high_pages;
     out->touch_skipped = cdn_recency_touch_skipped(s->rec);
+}
+
+uint64_t
+cdn_store_backlog(struct cdn_store *s)
+{
+    return atomic_load_explicit(&s->backlog, memory_order_relaxed);
 }

@@ -39,6 +39,7 @@ struct xfer {
     bool failed;
     int fail_status;
     bool paused;
+    bool sink_wait; /* paused because the store was behind: retried on a short timer */
     int64_t last_ms;
     char reason[256];
     char errbuf[CURL_ERROR_SIZE];
@@ -198,6 +199,7 @@ on_body(char *p, size_t size, size_t nmemb, void *arg)
     }
     if (!cdn_fetch_append(x->f, p, n)) {
         x->paused = true;
+        x->sink_wait = cdn_fetch_take_sink_blocked(x->f);
         return CURL_WRITEFUNC_PAUSE;
     }
     x->paused = false;
@@ -368,12 +370,18 @@ check_timeouts(struct cdn_upstream *up, int64_t now)
     return next;
 }
 
+/* Resumes transfers whose readers made room, and retries those that waited for the store. */
 static void
 resume_kicked(struct cdn_upstream *up)
 {
     struct xfer **pp = &up->active;
     while (*pp) {
         struct xfer *x = *pp;
+        if (x->sink_wait) {
+            x->sink_wait = false;
+            x->paused = false;
+            curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may pause again at once */
+        }
         if (cdn_fetch_take_resume(x->f)) {
             if (cdn_fetch_abandoned(x->f) && cdn_fetch_state(x->f) <= CDN_FETCH_HEADERS) {
                 xfer_fail(x, 502, "every client went away");
@@ -439,7 +447,12 @@ run(void *arg)
         }
         int64_t now = cdn_now_ms();
         int64_t next = check_timeouts(up, now);
+        bool sink_waits = false;
+        for (struct xfer *x = up->active; x; x = x->next)
+            sink_waits |= x->sink_wait;
         long wait = (long)(next - now);
+        if (sink_waits && wait > 5)
+            wait = 5; /* the store drains on its own thread: look again shortly */
         if (wait < 1)
             wait = 1;
         curl_multi_poll(up->multi, NULL, 0, (int)wait, NULL);

@@ -57,7 +57,7 @@ struct cdn_config {
     char *cache_key_drop_params[CDN_MAX_LIST]; /* cache_key_drop_params = NAME [NAME...] */
     size_t n_cache_key_drop_params;
     char *target_cache_control[CDN_MAX_LIST];  /* target_cache_control = FIELD [FIELD...] */
-    size_t n_target_cache_control;             /* default: CDN-Cache-Control */
+    size_t n_target_cache_control;             /* default: CDN-Cache-Control Surrogate-Control */
     bool target_cache_control_is_default; /* private to config.c: the first set replaces it */
     unsigned heuristic_percent; /* heuristic_percent = N         default 10 (% of LM age) */
     unsigned heuristic_max_s;   /* heuristic_max = DUR           default 1d (86400 s) */

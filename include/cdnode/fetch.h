@@ -58,11 +58,38 @@ struct cdn_fetch_req {
     size_t window;        /* body bytes buffered ahead of the slowest reader before pausing */
 };
 
+/*
+ * A consumer that sees the response on the producer thread as it arrives (the store). head() is
+ * called just before the head is published and returns true to be fed the body; data() gets each
+ * body piece once; end() is called exactly once when the transfer is over (complete = the whole
+ * body arrived) and must release arg. While a sink takes the body, the fetch is never abandoned:
+ * clients leaving do not cancel what the store is taking.
+ */
+struct cdn_fetch_sink {
+    bool (*head)(void *arg, int status, const struct cdn_hdrs *hdrs, int64_t content_length);
+    void (*data)(void *arg, const char *p, size_t n);
+    /* When the sink took the body and complete is true, the sink must call cdn_fetch_stored(f)
+     * once the object is visible in the store (or storing failed): until then readers get every
+     * byte but the last, so no client has the whole response before the cache does. */
+    void (*end)(void *arg, struct cdn_fetch *f, bool complete);
+    /* Optional: true while the sink cannot take more now; the producer pauses and retries. */
+    bool (*busy)(void *arg);
+    void *arg;
+};
+
 /* A new fetch in PENDING with one reference held by the caller. Never NULL. */
 struct cdn_fetch *cdn_fetch_new(const struct cdn_fetch_req *req);
 void cdn_fetch_ref(struct cdn_fetch *f);
 /* Drops a reference; the last one frees the fetch (no waiter may still be attached). */
 void cdn_fetch_unref(struct cdn_fetch *f);
+
+/* Sets the sink; only before the fetch is submitted. */
+void cdn_fetch_set_sink(struct cdn_fetch *f, const struct cdn_fetch_sink *sink);
+/* After HEADERS: true when the sink took the body (the response is being stored). */
+bool cdn_fetch_storing(const struct cdn_fetch *f);
+/* The sink's store commit settled: the held-back last byte is released and readers see the end.
+ * Any thread. */
+void cdn_fetch_stored(struct cdn_fetch *f);
 
 /* Request description for the producer (immutable for the fetch's life). */
 const char *cdn_fetch_method(const struct cdn_fetch *f);
@@ -113,6 +140,9 @@ void cdn_fetch_upload_end(struct cdn_fetch *f);
 void cdn_fetch_set_kick(struct cdn_fetch *f, void (*kick)(void *arg), void *arg);
 /* True once (and clears the flag) if a reader asked for the paused transfer to resume. */
 bool cdn_fetch_take_resume(struct cdn_fetch *f);
+/* True (once) when the last append was refused because the sink was busy: the producer retries
+ * on its own, no kick will come. */
+bool cdn_fetch_take_sink_blocked(struct cdn_fetch *f);
 /* True when every reader left and nobody keeps the fetch: the producer may cancel. */
 bool cdn_fetch_abandoned(struct cdn_fetch *f);
 /* Producer-side arena for building the response header list before publishing. */

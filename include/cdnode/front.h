@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+struct cdn_cache;
 struct cdn_config;
 struct cdn_upstream;
 struct cdn_front;
@@ -20,13 +21,20 @@ struct cdn_front_stats {
     uint64_t loops;        /* answered 508 */
     uint64_t active;       /* requests in progress now */
     uint64_t bytes_out;    /* response body bytes handed to libmicrohttpd */
+    uint64_t hits;         /* served fresh from the store */
+    uint64_t stale;        /* served stale (max-stale, stale-while-revalidate, stale-if-error) */
+    uint64_t revalidated;  /* served from the store after a 304 from upstream */
+    uint64_t misses;       /* GET/HEAD that went upstream */
+    uint64_t stored;       /* responses the store took */
 };
 
 /*
  * Opens the plain listener (cfg->listen) and, when configured, the TLS one. Returns NULL after
- * logging why (address in use, unreadable certificate, ...). cfg and up must outlive the front.
+ * logging why (address in use, unreadable certificate, ...). cfg, up and cache (NULL: forward
+ * everything) must outlive the front.
  */
-struct cdn_front *cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up);
+struct cdn_front *cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up,
+                                  struct cdn_cache *cache);
 /* Stops accepting new connections; requests in progress continue. */
 void cdn_front_quiesce(struct cdn_front *fe);
 /* Requests in progress now. */

@@ -208,6 +208,10 @@ void cdn_store_purge(struct cdn_store *s, enum cdn_store_purge kind, const char 
  */
 int cdn_store_flush(struct cdn_store *s);
 
+/* Body bytes handed to put_write and not yet written by the writer: producers pause above a
+ * bound of their choosing so a slow disk cannot make memory grow. Any thread. */
+uint64_t cdn_store_backlog(struct cdn_store *s);
+
 /* A snapshot of the counters. Any thread. */
 void cdn_store_stats(struct cdn_store *s, struct cdn_store_stats *out);
 

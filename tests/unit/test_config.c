@@ -469,8 +469,9 @@ test_defaults(void **state)
     assert_false(c.cache_key_ignore_query);
     assert_false(c.cache_key_sort_query);
     assert_int_equal(c.n_cache_key_drop_params, 0);
-    assert_int_equal(c.n_target_cache_control, 1);
+    assert_int_equal(c.n_target_cache_control, 2);
     assert_string_equal(c.target_cache_control[0], "CDN-Cache-Control");
+    assert_string_equal(c.target_cache_control[1], "Surrogate-Control");
     assert_int_equal(c.heuristic_percent, 10);
     assert_int_equal(c.heuristic_max_s, 86400);
     assert_string_equal(c.admin_listen, "127.0.0.1:9090");
@@ -718,7 +719,7 @@ test_target_cache_control_default_replaced(void **state)
     /* A refused value keeps the default, and the next good one still replaces it. */
     assert_int_equal(cdn_config_set(&c, "target_cache_control", "A:B", err, sizeof(err)),
                      CDN_EINVAL);
-    assert_int_equal(c.n_target_cache_control, 1);
+    assert_int_equal(c.n_target_cache_control, 2);
     assert_string_equal(c.target_cache_control[0], "CDN-Cache-Control");
     assert_int_equal(
         cdn_config_set(&c, "target_cache_control", "Akamai-Cache-Control X", err, sizeof(err)), 0);

@@ -1,0 +1,406 @@
+/*
+ * cache.c: lookups with variant selection and the store/freshen sinks (see cache.h).
+ *
+ * A sink lives from cdn_cache_sink() to its end() call: it owns an arena with copies of the
+ * request fields and, when revalidating, of the stored fields and metadata. Its head() runs once
+ * on the upstream thread and decides, with the pure policy functions, what the store will do; the
+ * store's writer thread does the writing.
+ */
+#include "cdnode/cache.h"
+#include "cdnode/arena.h"
+#include "cdnode/common.h"
+#include "cdnode/config.h"
+#include "cdnode/fetch.h"
+#include "cdnode/log.h"
+#include "cdnode/store.h"
+
+#include <string.h>
+
+#define CACHE_MAGIC 0xcac4e001u
+#define SINK_MAGIC 0x5174c0deu
+
+struct cdn_cache {
+    uint32_t magic;
+    const struct cdn_config *cfg;
+    struct cdn_store *store;
+    struct cdn_policy_opts popts;
+    struct cdn_key_opts kopts;
+};
+
+int
+cdn_cache_open(const struct cdn_config *cfg, struct cdn_cache **out)
+{
+    struct cdn_cache *c = cdn_calloc(1, sizeof(*c));
+    c->magic = CACHE_MAGIC;
+    c->cfg = cfg;
+    cdn_policy_opts_from_config(cfg, &c->popts);
+    cdn_key_opts_from_config(cfg, &c->kopts);
+    struct cdn_store_opts so = {
+        .dir = cfg->cache_dir,
+        .map_size = cfg->cache_size,
+        .max_readers = cfg->connection_limit + 64,
+        .max_leases = cfg->connection_limit < 1024 ? cfg->connection_limit : 1024,
+        .max_object_size = cfg->max_object_size,
+        .max_variants = cfg->max_variants,
+    };
+    int rc = cdn_store_open(&so, &c->store);
+    if (rc != 0) {
+        cdn_error("cannot open the store in %s: %s", cfg->cache_dir, cdn_strerror(rc));
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void
+cdn_cache_close(struct cdn_cache *c)
+{
+    if (c == NULL)
+        return;
+    CDN_CHECK_MAGIC(c, CACHE_MAGIC);
+    cdn_store_close(c->store);
+    c->magic = 0;
+    free(c);
+}
+
+struct cdn_store *
+cdn_cache_store(struct cdn_cache *c)
+{
+    return c->store;
+}
+
+const struct cdn_policy_opts *
+cdn_cache_policy(const struct cdn_cache *c)
+{
+    return &c->popts;
+}
+
+const struct cdn_key_opts *
+cdn_cache_key_opts(const struct cdn_cache *c)
+{
+    return &c->kopts;
+}
+
+const char *
+cdn_hdrblock_encode(const struct cdn_hdrs *h, struct cdn_arena *a, size_t *len)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < h->n; i++)
+        total += h->v[i].nlen + h->v[i].vlen + 2;
+    char *out = cdn_arena_alloc(a, total + 1);
+    size_t off = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        memcpy(out + off, h->v[i].name, h->v[i].nlen);
+        off += h->v[i].nlen;
+        out[off++] = '\0';
+        memcpy(out + off, h->v[i].value, h->v[i].vlen);
+        off += h->v[i].vlen;
+        out[off++] = '\0';
+    }
+    *len = off;
+    return out;
+}
+
+int
+cdn_hdrblock_decode(const char *p, size_t n, struct cdn_hdrs *out)
+{
+    size_t off = 0;
+    while (off < n) {
+        const char *name = p + off;
+        const char *nz = memchr(name, '\0', n - off);
+        if (nz == NULL || nz == name)
+            return CDN_ECORRUPT;
+        size_t nlen = (size_t)(nz - name);
+        off += nlen + 1;
+        if (off >= n + 1)
+            return CDN_ECORRUPT;
+        const char *value = p + off;
+        const char *vz = memchr(value, '\0', n - off);
+        if (vz == NULL)
+            return CDN_ECORRUPT;
+        size_t vlen = (size_t)(vz - value);
+        off += vlen + 1;
+        cdn_hdrs_add(out, name, nlen, value, vlen);
+    }
+    return 0;
+}
+
+/* Splits a stored variant identity into spec and values. */
+static void
+split_vary(const struct cdn_store_meta *m, const char **spec, size_t *slen, const char **vals,
+           size_t *vlen)
+{
+    const char *v = m->vary;
+    const char *z = m->vary_len ? memchr(v, '\0', m->vary_len) : NULL;
+    if (z == NULL) {
+        *spec = "";
+        *slen = 0;
+        *vals = "";
+        *vlen = 0;
+        return;
+    }
+    *spec = v;
+    *slen = (size_t)(z - v);
+    *vals = z + 1;
+    *vlen = m->vary_len - *slen - 1;
+}
+
+int
+cdn_cache_lookup(struct cdn_cache *c, const char *key, size_t klen,
+                 const struct cdn_hdrs *req, struct cdn_arena *a, struct cdn_hit *hit,
+                 bool *vary_miss)
+{
+    memset(hit, 0, sizeof(*hit));
+    *vary_miss = false;
+    struct cdn_store_lease *l;
+    if (cdn_store_lookup(c->store, key, klen, &l) != 0)
+        return CDN_ENOTFOUND;
+    unsigned n = cdn_store_lease_count(l);
+    for (unsigned i = 0; i < n; i++) {
+        const struct cdn_store_meta *m = cdn_store_lease_meta(l, i);
+        const char *spec, *vals;
+        size_t slen, vlen;
+        split_vary(m, &spec, &slen, &vals, &vlen);
+        if (slen > 0 && !cdn_vary_match(spec, slen, vals, vlen, req, a))
+            continue;
+        cdn_hdrs_init(&hit->hdrs, a);
+        if (cdn_hdrblock_decode(m->headers, m->headers_len, &hit->hdrs) != 0) {
+            cdn_store_delete(c->store, key, klen, m->vary, m->vary_len, NULL, NULL);
+            continue;
+        }
+        hit->lease = l;
+        hit->meta = m;
+        hit->idx = i;
+        hit->st.status = (int)m->status;
+        hit->st.hdrs = &hit->hdrs;
+        hit->st.request_time = m->request_time;
+        hit->st.response_time = m->response_time;
+        return 0;
+    }
+    *vary_miss = true;
+    cdn_store_lease_release(l);
+    return CDN_ENOTFOUND;
+}
+
+void
+cdn_cache_hit_release(struct cdn_hit *hit)
+{
+    if (hit->lease)
+        cdn_store_lease_release(hit->lease);
+    hit->lease = NULL;
+    hit->meta = NULL;
+}
+
+struct sink {
+    uint32_t magic;
+    struct cdn_cache *c;
+    struct cdn_arena *arena;
+    char *method;
+    const char *key;
+    size_t klen;
+    struct cdn_hdrs req;
+    int64_t request_time;
+    /* revalidation: the stored response */
+    bool reval;
+    struct cdn_hdrs stored;
+    int stored_status;
+    const char *stored_vary;
+    size_t stored_vary_len;
+    /* the put in progress */
+    struct cdn_store_put *put;
+    struct cdn_store_meta meta;
+};
+
+/* When the stored response stops being fresh, as an eviction hint. */
+static int64_t
+expires_at(struct sink *s, int status, const struct cdn_hdrs *h, int64_t response_time)
+{
+    struct cdn_freshness fr;
+    struct cdn_age age;
+    cdn_freshness_lifetime(status, h, response_time, &s->c->popts, &fr);
+    cdn_age_compute(h, s->request_time, response_time, response_time, &age);
+    return response_time + fr.lifetime - age.corrected_initial_age;
+}
+
+static void
+freshen(struct sink *s, const struct cdn_hdrs *resp304)
+{
+    int64_t now = cdn_wall_s();
+    if (!cdn_304_matches(&s->stored, resp304))
+        return;
+    struct cdn_hdrs merged;
+    cdn_hdrs_init(&merged, s->arena);
+    cdn_merge_304(&s->stored, resp304, &s->c->popts, &merged);
+    struct cdn_store_meta m = {
+        .key = s->key,
+        .key_len = s->klen,
+        .vary = s->stored_vary,
+        .vary_len = s->stored_vary_len,
+        .status = (uint32_t)s->stored_status,
+        .request_time = s->request_time,
+        .response_time = now,
+    };
+    m.headers = cdn_hdrblock_encode(&merged, s->arena, &m.headers_len);
+    m.expires_at = expires_at(s, s->stored_status, &merged, now);
+    cdn_store_update(s->c->store, &m, NULL, NULL);
+}
+
+static bool
+sink_head(void *arg, int status, const struct cdn_hdrs *resp, int64_t content_length)
+{
+    struct sink *s = arg;
+    CDN_CHECK_MAGIC(s, SINK_MAGIC);
+    if (s->reval && status == 304) {
+        freshen(s, resp);
+        return false;
+    }
+    enum cdn_store_verdict v = cdn_storable(s->method, &s->req, status, resp, &s->c->popts);
+    if (v != CDN_STORE_OK ||
+        (content_length >= 0 && (uint64_t)content_length > s->c->cfg->max_object_size)) {
+        if (s->reval && status < 500) /* the stored copy is outdated and not replaced */
+            cdn_store_delete(s->c->store, s->key, s->klen, s->stored_vary, s->stored_vary_len,
+                             NULL, NULL);
+        return false;
+    }
+    int64_t now = cdn_wall_s();
+    struct cdn_hdrs kept;
+    cdn_hdrs_init(&kept, s->arena);
+    for (size_t i = 0; i < resp->n; i++)
+        cdn_hdrs_add_copy(&kept, resp->v[i].name, resp->v[i].nlen, resp->v[i].value,
+                          resp->v[i].vlen);
+    struct cdn_cc cc;
+    cdn_response_cc(&kept, &s->c->popts, &cc);
+    cdn_policy_strip_for_store(&kept, &cc);
+    size_t slen, vlen;
+    const char *spec = cdn_vary_spec(resp, s->arena, &slen);
+    const char *vals = cdn_vary_values(spec, slen, &s->req, s->arena, &vlen);
+    if (vals == NULL)
+        return false; /* Vary: * (cdn_storable refuses it already) */
+    struct cdn_store_meta *m = &s->meta;
+    memset(m, 0, sizeof(*m));
+    m->key = s->key;
+    m->key_len = s->klen;
+    if (slen > 0) {
+        char *vary = cdn_arena_alloc(s->arena, slen + 1 + vlen);
+        memcpy(vary, spec, slen);
+        vary[slen] = '\0';
+        memcpy(vary + slen + 1, vals, vlen);
+        m->vary = vary;
+        m->vary_len = slen + 1 + vlen;
+    }
+    m->headers = cdn_hdrblock_encode(&kept, s->arena, &m->headers_len);
+    m->status = (uint32_t)status;
+    m->request_time = s->request_time;
+    m->response_time = now;
+    m->expires_at = expires_at(s, status, &kept, now);
+    s->put = cdn_store_put_begin(s->c->store);
+    return true;
+}
+
+static void
+sink_data(void *arg, const char *p, size_t n)
+{
+    struct sink *s = arg;
+    if (s->put && cdn_store_put_write(s->put, p, n) != 0) {
+        cdn_store_put_abort(s->put);
+        s->put = NULL;
+    }
+}
+
+/* Writer thread: the commit settled; let the fetch's readers have the last byte. */
+static void
+committed(void *arg, int result)
+{
+    struct cdn_fetch *f = arg;
+    if (result < 0)
+        cdn_debug("store: object not stored: %s", cdn_strerror(result));
+    cdn_fetch_stored(f);
+    cdn_fetch_unref(f);
+}
+
+static void
+sink_end(void *arg, struct cdn_fetch *f, bool complete)
+{
+    struct sink *s = arg;
+    CDN_CHECK_MAGIC(s, SINK_MAGIC);
+    if (s->put) {
+        if (complete) {
+            cdn_fetch_ref(f);
+            cdn_store_put_commit(s->put, &s->meta, committed, f);
+        } else {
+            cdn_store_put_abort(s->put);
+        }
+    } else if (complete) {
+        cdn_fetch_stored(f); /* the put failed earlier: nothing to wait for */
+    }
+    cdn_arena_free(s->arena);
+    free(s->method);
+    s->magic = 0;
+    free(s);
+}
+
+/* Bytes the store may hold queued for its writer before fetches feeding it pause. */
+#define STORE_BACKLOG_MAX (8u << 20)
+
+static bool
+sink_busy(void *arg)
+{
+    struct sink *s = arg;
+    return cdn_store_backlog(s->c->store) > STORE_BACKLOG_MAX;
+}
+
+static void
+copy_hdrs(struct cdn_hdrs *dst, const struct cdn_hdrs *src)
+{
+    for (size_t i = 0; i < src->n; i++)
+        cdn_hdrs_add_copy(dst, src->v[i].name, src->v[i].nlen, src->v[i].value, src->v[i].vlen);
+}
+
+void
+cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r, struct cdn_fetch_sink *out)
+{
+    struct sink *s = cdn_calloc(1, sizeof(*s));
+    s->magic = SINK_MAGIC;
+    s->c = c;
+    s->arena = cdn_arena_new(4096);
+    s->method = cdn_strdup(r->method);
+    s->key = cdn_arena_strndup(s->arena, r->key, r->klen);
+    s->klen = r->klen;
+    s->request_time = r->request_time;
+    cdn_hdrs_init(&s->req, s->arena);
+    copy_hdrs(&s->req, r->req);
+    cdn_hdrs_init(&s->stored, s->arena);
+    if (r->reval) {
+        s->reval = true;
+        copy_hdrs(&s->stored, &r->reval->hdrs);
+        s->stored_status = r->reval->st.status;
+        s->stored_vary_len = r->reval->meta->vary_len;
+        if (s->stored_vary_len) {
+            char *v = cdn_arena_alloc(s->arena, s->stored_vary_len);
+            memcpy(v, r->reval->meta->vary, s->stored_vary_len);
+            s->stored_vary = v;
+        }
+    }
+    *out = (struct cdn_fetch_sink){
+        .head = sink_head,
+        .data = sink_data,
+        .end = sink_end,
+        .busy = sink_busy,
+        .arg = s,
+    };
+}
+
+void
+cdn_cache_invalidate(struct cdn_cache *c, const struct cdn_uri *uris, size_t n,
+                     struct cdn_arena *a)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *key;
+        size_t klen;
+        if (cdn_cache_key(uris[i].scheme, uris[i].host, uris[i].target, &c->kopts, a, &key,
+                          &klen) != 0)
+            continue;
+        cdn_store_purge(c->store, CDN_PURGE_URL, key, klen, false, NULL, NULL);
+    }
+}
