@@ -393,14 +393,17 @@ cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r, struct c
 
 void
 cdn_cache_invalidate(struct cdn_cache *c, const struct cdn_uri *uris, size_t n,
-                     struct cdn_arena *a)
+                     struct cdn_arena *a, void (*done)(void *arg, int result), void *arg)
 {
     for (size_t i = 0; i < n; i++) {
         const char *key;
         size_t klen;
         if (cdn_cache_key(uris[i].scheme, uris[i].host, uris[i].target, &c->kopts, a, &key,
-                          &klen) != 0)
+                          &klen) != 0) {
+            if (done)
+                done(arg, 0);
             continue;
-        cdn_store_purge(c->store, CDN_PURGE_URL, key, klen, false, NULL, NULL);
+        }
+        cdn_store_purge(c->store, CDN_PURGE_URL, key, klen, false, done, arg);
     }
 }

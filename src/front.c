@@ -64,7 +64,7 @@ struct cdn_front {
     _Atomic uint64_t n_hits, n_stale, n_revalidated, n_misses, n_stored;
 };
 
-enum phase { P_NEW = 0, P_FORWARD, P_HIT, P_ERROR, P_DONE };
+enum phase { P_NEW = 0, P_FORWARD, P_HIT, P_INVALIDATE, P_ERROR, P_DONE };
 
 struct req {
     uint32_t magic;
@@ -89,6 +89,7 @@ struct req {
     struct cdn_hit hit;          /* lease held until the request is freed */
     struct cdn_decide_out dec;
     const char *fwd;             /* Cache-Status fwd value when forwarded */
+    _Atomic int inval_pending;   /* invalidations not yet acknowledged by the store */
 };
 
 static void
@@ -493,14 +494,6 @@ queue_forwarded(struct req *r, const char *method)
     add_hop_fields(r, resp,
                    cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=%d%s", fe->cfg->cdn_id,
                                     r->fwd ? r->fwd : "miss", status, stored ? "; stored" : ""));
-    if (!r->key && status >= 200 && status < 400) {
-        /* An unsafe method succeeded: stored responses for its targets are outdated (§4.4). */
-        struct cdn_uri uris[3];
-        size_t n = cdn_invalidation_targets(method, status, r->info.scheme, r->info.host,
-                                            r->info.target, in, r->arena, uris);
-        if (n > 0 && fe->cache)
-            cdn_cache_invalidate(fe->cache, uris, n, r->arena);
-    }
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)answer, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -577,6 +570,40 @@ route_cacheable(struct req *r, const char *method)
     return MHD_YES;
 }
 
+/* Writer thread: one invalidation settled; the last one resumes the parked request. */
+static void
+invalidated(void *arg, int result)
+{
+    struct req *r = arg;
+    if (atomic_fetch_sub(&r->inval_pending, 1) == 1)
+        MHD_resume_connection(r->conn);
+}
+
+/*
+ * An unsafe method succeeded: stored responses for its targets are outdated (RFC 9111 §4.4).
+ * The request is parked until the store has applied the deletes, so a client that sees this
+ * response never gets the outdated copy afterwards. Returns false when there is nothing to do.
+ */
+static bool
+invalidate_targets(struct req *r, const char *method)
+{
+    struct cdn_front *fe = r->fe;
+    int status = cdn_fetch_status(r->fetch);
+    if (fe->cache == NULL || r->key != NULL || status < 200 || status >= 400)
+        return false;
+    struct cdn_uri uris[3];
+    size_t n = cdn_invalidation_targets(method, status, r->info.scheme, r->info.host,
+                                        r->info.target, cdn_fetch_resp_headers(r->fetch),
+                                        r->arena, uris);
+    if (n == 0)
+        return false;
+    r->phase = P_INVALIDATE;
+    atomic_store(&r->inval_pending, (int)n);
+    MHD_suspend_connection(r->conn); /* before any callback can resume it */
+    cdn_cache_invalidate(fe->cache, uris, n, r->arena, invalidated, r);
+    return true;
+}
+
 /* Last call of a forwarded request once the head (or a failure) is in. */
 static enum MHD_Result
 respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
@@ -618,6 +645,8 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
     }
     if (s == CDN_FETCH_FAILED)
         return queue_text(r, 502, "origin response failed before it could be relayed", true);
+    if (invalidate_targets(r, method))
+        return MHD_YES; /* parked until the store applied the invalidation */
     return queue_forwarded(r, method);
 }
 
@@ -710,6 +739,9 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
                                               : "");
         return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.response_time);
     }
+    case P_INVALIDATE:
+        r->phase = P_DONE;
+        return queue_forwarded(r, method);
     case P_FORWARD:
         break;
     default:

@@ -82,9 +82,10 @@ void cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r,
 
 /*
  * Deletes every variant stored under each URI (e.g. after an unsafe method, RFC 9111 §4.4). The
- * keys are built as cdn_cache_key builds them. Any thread; asynchronous.
+ * keys are built as cdn_cache_key builds them. Any thread; asynchronous: done (may be NULL) is
+ * called once per URI, on the store's writer thread (or at once for a URI that has no key).
  */
 void cdn_cache_invalidate(struct cdn_cache *c, const struct cdn_uri *uris, size_t n,
-                          struct cdn_arena *a);
+                          struct cdn_arena *a, void (*done)(void *arg, int result), void *arg);
 
 #endif
