@@ -12,6 +12,10 @@
  * raw head and first KEEP_BODY bytes of the body of its last request. Control requests under
  * /__origin/ are never logged, and a connection counts in /__origin/conns from its first
  * non-control request, so tests can query the origin without disturbing what they measure.
+ *
+ * Failure switch: /__origin/fail?path=P&status=N makes every later request to path P (any query)
+ * answer a bare N (default 503: no validators, no Cache-Control, never a 304) until
+ * /__origin/reset. At most MAX_FAILS paths; the request is still logged and counted.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -42,6 +46,7 @@
 #define MAX_CONNS 1024
 #define MAX_EXTRA 32           /* h= parameters */
 #define MAX_BIGHDR (16u << 20) /* bighdr= cap */
+#define MAX_FAILS 64           /* paths switched to failing by /__origin/fail */
 
 struct entry {
     char *path;
@@ -60,6 +65,9 @@ static struct {
     size_t n;
     uint64_t total;
     uint64_t conns;
+    char *fail_path[MAX_FAILS];
+    int fail_status[MAX_FAILS];
+    size_t n_fail;
 } g_log = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static atomic_int g_active;
@@ -609,6 +617,44 @@ log_request(struct conn *c, const char *path, const struct req *r)
     pthread_mutex_unlock(&g_log.mu);
 }
 
+/* Status path was switched to by /__origin/fail, or 0. */
+static int
+fail_status(const char *path)
+{
+    int st = 0;
+    pthread_mutex_lock(&g_log.mu);
+    for (size_t i = 0; i < g_log.n_fail && st == 0; i++)
+        if (strcmp(g_log.fail_path[i], path) == 0)
+            st = g_log.fail_status[i];
+    pthread_mutex_unlock(&g_log.mu);
+    return st;
+}
+
+/* Switches path to answering status; false when the table is full. */
+static bool
+fail_set(const char *path, int status)
+{
+    bool ok = true;
+    pthread_mutex_lock(&g_log.mu);
+    size_t i = 0;
+    while (i < g_log.n_fail && strcmp(g_log.fail_path[i], path) != 0)
+        i++;
+    if (i == g_log.n_fail) {
+        if (i == MAX_FAILS) {
+            ok = false;
+        } else {
+            g_log.fail_path[i] = strdup(path);
+            if (g_log.fail_path[i] == NULL)
+                abort();
+            g_log.n_fail++;
+        }
+    }
+    if (ok)
+        g_log.fail_status[i] = status;
+    pthread_mutex_unlock(&g_log.mu);
+    return ok;
+}
+
 static void
 log_reset(void)
 {
@@ -621,6 +667,9 @@ log_reset(void)
     g_log.n = 0;
     g_log.total = 0;
     g_log.conns = 0;
+    for (size_t i = 0; i < g_log.n_fail; i++)
+        free(g_log.fail_path[i]);
+    g_log.n_fail = 0;
     pthread_mutex_unlock(&g_log.mu);
 }
 
@@ -694,6 +743,7 @@ send_simple(struct conn *c, int status, const char *ctype, const char *body, siz
 
 struct ctl_args {
     const char *path;
+    int status;
 };
 
 static void
@@ -702,6 +752,8 @@ ctl_param(void *ctx, const char *k, const char *v)
     struct ctl_args *a = ctx;
     if (strcmp(k, "path") == 0)
         a->path = v;
+    else if (strcmp(k, "status") == 0)
+        a->status = atoi(v);
 }
 
 static bool
@@ -751,6 +803,12 @@ handle_control(struct conn *c, const char *path, char *query, bool keep)
                               want_body ? extra : NULL, keep);
         free(copy);
         return ok;
+    }
+    if (strcmp(name, "fail") == 0) {
+        int st = a.status >= 100 && a.status <= 599 ? a.status : 503;
+        if (a.path == NULL || !fail_set(a.path, st))
+            return send_simple(c, 400, "text/plain", "cannot fail that\n", 17, NULL, keep);
+        return send_simple(c, 200, "text/plain", "failing\n", 8, NULL, keep);
     }
     if (strcmp(name, "reset") == 0) {
         log_reset();
@@ -868,6 +926,12 @@ handle(struct conn *c, struct req *r)
         return k;
     }
     log_request(c, path, r);
+    int failing = fail_status(path);
+    if (failing) {
+        bool k = send_simple(c, failing, "text/plain", "failing on purpose\n", 19, NULL, keep);
+        free(copy);
+        return k;
+    }
 
     struct behave b = {.status = 200, .body = "ok\n", .body_len = 3};
     bool html = false;
@@ -1001,7 +1065,8 @@ usage(FILE *out)
                  "  body_delay_ms=N cl=N nocl=1 chunked=1 dupcl=1 clte=1 bighdr=N reset_after=N\n"
                  "  hang=1 close=1 echo=1 etag=X lm=HTTPDATE cc=VALUE\n"
                  "Control: /__origin/count?path=P /__origin/total /__origin/conns\n"
-                 "  /__origin/last?path=P /__origin/lastbody?path=P /__origin/reset\n");
+                 "  /__origin/last?path=P /__origin/lastbody?path=P /__origin/reset\n"
+                 "  /__origin/fail?path=P&status=N (P answers a bare N until reset)\n");
 }
 
 int

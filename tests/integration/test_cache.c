@@ -1,0 +1,717 @@
+/*
+ * Caching through the real binary (RFC 9111, Cache-Status per RFC 9211, CDN-Cache-Control per
+ * RFC 9213): every test checks both what the client got (status, body, Cache-Status, Age) and what
+ * the origin saw (request counts, the head of its last request). A response the node answered
+ * with "stored" is committed before its last byte arrives, so the next request may expect a hit
+ * without waiting. Where time has to pass (max-age=1), the tests poll the node itself under a
+ * deadline.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* A date long before any test run, in a query parameter (spaces encoded). */
+#define OLD_DATE "Sat, 01 Jan 2000 00:00:00 GMT"
+#define OLD_DATE_Q "Sat,%2001%20Jan%202000%2000:00:00%20GMT"
+
+static void
+nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static const char *
+cs_of(const struct h_resp *r)
+{
+    const char *v = h_header(r, "Cache-Status");
+    return v ? v : "(none)";
+}
+
+static bool
+cs_has(const struct h_resp *r, const char *s)
+{
+    return strstr(cs_of(r), s) != NULL;
+}
+
+/* A hit served without contacting the origin. */
+static bool
+plain_hit(const struct h_resp *r)
+{
+    return cs_has(r, "; hit") && !cs_has(r, "fwd=");
+}
+
+#define EXPECT_CS(r, s)                                                                            \
+    do {                                                                                           \
+        if (!cs_has((r), (s)))                                                                     \
+            fail_msg("line %d: Cache-Status \"%s\" lacks \"%s\" (status %d)", __LINE__, cs_of(r),  \
+                     (s), (r)->status);                                                            \
+    } while (0)
+
+#define EXPECT_NO_CS(r, s)                                                                         \
+    do {                                                                                           \
+        if (cs_has((r), (s)))                                                                      \
+            fail_msg("line %d: Cache-Status \"%s\" has \"%s\" (status %d)", __LINE__, cs_of(r),    \
+                     (s), (r)->status);                                                            \
+    } while (0)
+
+#define EXPECT_HIT(r)                                                                              \
+    do {                                                                                           \
+        if (!plain_hit(r))                                                                         \
+            fail_msg("line %d: expected a hit, Cache-Status \"%s\" (status %d)", __LINE__,         \
+                     cs_of(r), (r)->status);                                                       \
+        if (h_header((r), "Age") == NULL)                                                          \
+            fail_msg("line %d: hit without Age", __LINE__);                                        \
+    } while (0)
+
+#define EXPECT_COUNT(t, path, n)                                                                   \
+    do {                                                                                           \
+        long got_ = h_origin_count((t), (path));                                                   \
+        if (got_ != (n))                                                                           \
+            fail_msg("line %d: origin saw %ld requests for %s (expected %d)", __LINE__, got_,      \
+                     (path), (n));                                                                 \
+    } while (0)
+
+static void
+node_get(struct h_test *t, const char *target, const char *extra, struct h_resp *r)
+{
+    if (h_get(t->node.port, target, extra, r) != 0)
+        fail_msg("GET %s: no response", target);
+}
+
+/* GET that must answer 200 with body `want`. */
+static void
+get_body(struct h_test *t, const char *target, const char *extra, const char *want,
+         struct h_resp *r)
+{
+    node_get(t, target, extra, r);
+    if (r->status != 200 || !r->complete || r->body == NULL || strcmp(r->body, want) != 0)
+        fail_msg("GET %s: status %d, body \"%s\" (expected 200 \"%s\"), Cache-Status \"%s\"",
+                 target, r->status, r->body ? r->body : "(none)", want, cs_of(r));
+}
+
+/* The response field `name` must equal want. */
+static void
+expect_field(const struct h_resp *r, const char *name, const char *want)
+{
+    const char *v = h_header(r, name);
+    if (v == NULL || strcmp(v, want) != 0)
+        fail_msg("%s is \"%s\" (expected \"%s\"); Cache-Status \"%s\"", name, v ? v : "(absent)",
+                 want, cs_of(r));
+}
+
+/* One request on an open keep-alive connection. */
+static void
+exchange(struct h_conn *c, int port, const char *method, const char *target, const char *extra,
+         struct h_resp *r)
+{
+    assert_int_equal(h_conn_sendf(c, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n", method,
+                                  target, port, extra ? extra : ""),
+                     0);
+    if (h_read_response(c, r, strcmp(method, "HEAD") == 0, H_TIMEOUT_MS) != 0)
+        fail_msg("%s %s: no response", method, target);
+}
+
+/* The field `name` of the origin's last request for path must equal want (NULL: be absent). */
+static void
+expect_origin_field(struct h_test *t, const char *path, const char *name, const char *want)
+{
+    char *head = h_origin_last(t, path);
+    if (head == NULL)
+        fail_msg("origin saw no request for %s", path);
+    char *v = h_head_field(head, name);
+    bool ok = want ? v != NULL && strcmp(v, want) == 0 : v == NULL;
+    if (!ok)
+        fail_msg("origin's last request for %s: %s is \"%s\" (expected \"%s\"); head:\n%s", path,
+                 name, v ? v : "(absent)", want ? want : "(absent)", head);
+    free(v);
+    free(head);
+}
+
+/*
+ * Waits until the wall clock is in the middle of a second, so that a max-age=1 response is not
+ * made stale by a second boundary between two requests a few ms apart. Not at the very start:
+ * time() reads a coarse clock that may still show the previous second there.
+ */
+static void
+align_to_second(void)
+{
+    for (int i = 0; i < 150; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        if (ts.tv_nsec >= 200000000L && ts.tv_nsec < 600000000L)
+            return;
+        nap_ms(10);
+    }
+}
+
+struct pattern_check {
+    uint64_t off;
+    uint64_t bad; /* first wrong offset + 1, 0 if none */
+};
+
+static void
+pattern_sink(void *ctx, const char *data, size_t len)
+{
+    struct pattern_check *p = ctx;
+    for (size_t i = 0; i < len && p->bad == 0; i++)
+        if (data[i] != (char)('a' + (p->off + i) % 26))
+            p->bad = p->off + i + 1;
+    p->off += len;
+}
+
+/* GET of a testorigin size= object; the body must be its pattern, whole. */
+static void
+get_pattern(struct h_test *t, const char *target, uint64_t size, struct h_resp *r)
+{
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    assert_int_equal(
+        h_conn_sendf(&c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", target, t->node.port), 0);
+    struct pattern_check p = {0};
+    if (h_read_response_sink(&c, r, false, 60000, pattern_sink, &p) != 0)
+        fail_msg("GET %s: no response", target);
+    h_conn_close(&c);
+    if (r->status != 200 || !r->complete || r->body_total != size || p.off != size)
+        fail_msg("GET %s: status %d, %llu of %llu bytes, complete %d, Cache-Status \"%s\"", target,
+                 r->status, (unsigned long long)r->body_total, (unsigned long long)size,
+                 r->complete, cs_of(r));
+    if (p.bad)
+        fail_msg("GET %s: body differs from the origin's at byte %llu (Cache-Status \"%s\")",
+                 target, (unsigned long long)(p.bad - 1), cs_of(r));
+}
+
+static void
+start_node(struct h_test *t)
+{
+    assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, NULL), 0);
+}
+
+/* 1. A miss is stored, the next GET and a HEAD are hits; a 3 MB body comes back identical. */
+static void
+test_miss_then_hit(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    const char *u = "/m1?cc=max-age=60&body=hello-cache";
+    struct h_resp r;
+    get_body(t, u, NULL, "hello-cache", &r);
+    EXPECT_CS(&r, "testnode; fwd=uri-miss");
+    EXPECT_CS(&r, "fwd-status=200");
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/m1", 1);
+
+    get_body(t, u, NULL, "hello-cache", &r);
+    EXPECT_HIT(&r);
+    assert_true(atol(h_header(&r, "Age")) >= 0);
+    assert_string_equal(h_header(&r, "Cache-Control"), "max-age=60");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/m1", 1);
+
+    /* HEAD: the stored length, no body; the GET after it on the same connection parses. */
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    exchange(&c, t->node.port, "HEAD", u, NULL, &r);
+    assert_int_equal(r.status, 200);
+    EXPECT_HIT(&r);
+    const char *cl = h_header(&r, "Content-Length");
+    if (cl == NULL || strcmp(cl, "11") != 0)
+        fail_msg("HEAD from cache: Content-Length %s (expected 11)", cl ? cl : "(absent)");
+    h_resp_free(&r);
+    exchange(&c, t->node.port, "GET", u, NULL, &r);
+    if (r.status != 200 || r.body == NULL || strcmp(r.body, "hello-cache") != 0)
+        fail_msg("GET after HEAD on one connection: status %d body \"%s\"", r.status,
+                 r.body ? r.body : "(none)");
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+    h_conn_close(&c);
+    EXPECT_COUNT(t, "/m1", 1);
+
+    /* Large: many store chunks, read back byte for byte. */
+    const char *big = "/big?size=3000000&cc=max-age=60";
+    get_pattern(t, big, 3000000, &r);
+    EXPECT_CS(&r, "fwd=uri-miss");
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    get_pattern(t, big, 3000000, &r);
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/big", 1);
+    H_PASS(t);
+}
+
+/* Asks twice; the origin must see both and neither answer may claim to be stored or a hit. */
+static void
+expect_not_stored(struct h_test *t, const char *path, const char *target, const char *extra,
+                  int status)
+{
+    for (int i = 0; i < 2; i++) {
+        struct h_resp r;
+        node_get(t, target, extra, &r);
+        if (r.status != status)
+            fail_msg("GET %s: status %d (expected %d)", target, r.status, status);
+        EXPECT_NO_CS(&r, "stored");
+        EXPECT_NO_CS(&r, "; hit");
+        assert_non_null(strstr(cs_of(&r), "fwd="));
+        h_resp_free(&r);
+    }
+    EXPECT_COUNT(t, path, 2);
+}
+
+/* 2. What must not be stored, and what may despite looking personal. */
+static void
+test_not_stored(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    expect_not_stored(t, "/ns1", "/ns1?cc=no-store", NULL, 200);
+    expect_not_stored(t, "/ns2", "/ns2?cc=private,%20max-age=60", NULL, 200);
+    expect_not_stored(t, "/ns3", "/ns3?cc=max-age=60", "Authorization: Basic dXNlcjpwdw==\r\n",
+                      200);
+    expect_not_stored(t, "/ns4", "/ns4?status=500&body=broken", NULL, 500);
+    expect_not_stored(t, "/ns5", "/ns5?cc=max-age=60&h=Vary:*", NULL, 200);
+
+    /* Set-Cookie does not prevent storing in a shared cache (RFC 9111 §7.3 leaves it to the
+     * origin to say private or no-store). */
+    struct h_resp r;
+    get_body(t, "/sc?cc=max-age=60&h=Set-Cookie:sid%3D1&body=c", NULL, "c", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    get_body(t, "/sc?cc=max-age=60&h=Set-Cookie:sid%3D1&body=c", NULL, "c", &r);
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/sc", 1);
+
+    /* Authorization with public: storable (RFC 9111 §3.5). */
+    const char *auth = "Authorization: Basic dXNlcjpwdw==\r\n";
+    get_body(t, "/pub?cc=public,%20max-age=60&body=p", auth, "p", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    get_body(t, "/pub?cc=public,%20max-age=60&body=p", auth, "p", &r);
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/pub", 1);
+    H_PASS(t);
+}
+
+/* Stores target and checks the second GET is a hit. */
+static void
+store_and_hit(struct h_test *t, const char *target, const char *body)
+{
+    struct h_resp r;
+    get_body(t, target, NULL, body, &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    get_body(t, target, NULL, body, &r);
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+}
+
+/* 3. Freshness from max-age and from the heuristic; request directives that force a trip. */
+static void
+test_freshness(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    struct h_resp r;
+
+    align_to_second();
+    struct timespec ts0;
+    clock_gettime(CLOCK_REALTIME, &ts0);
+    int64_t t0 = h_now_ms();
+    get_body(t, "/f1?cc=max-age=1&body=short", NULL, "short", &r);
+    EXPECT_CS(&r, "stored");
+    char date[64];
+    snprintf(date, sizeof(date), "%s", h_header(&r, "Date") ? h_header(&r, "Date") : "-");
+    h_resp_free(&r);
+    int64_t t1 = h_now_ms();
+    get_body(t, "/f1?cc=max-age=1&body=short", NULL, "short", &r);
+    if (!plain_hit(&r))
+        fail_msg("max-age=1 right after storing: Cache-Status \"%s\", Age %s, Date %s then %s; "
+                 "started at .%03ld s, first took %lld ms, second %lld ms",
+                 cs_of(&r), h_header(&r, "Age") ? h_header(&r, "Age") : "-", date,
+                 h_header(&r, "Date") ? h_header(&r, "Date") : "-", ts0.tv_nsec / 1000000,
+                 (long long)(t1 - t0), (long long)(h_now_ms() - t1));
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/f1", 1);
+
+    /* No Cache-Control, Last-Modified long ago: heuristically fresh. */
+    const char *heur = "/f2?lm=" OLD_DATE_Q "&body=old";
+    get_body(t, heur, NULL, "old", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    get_body(t, heur, NULL, "old", &r);
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/f2", 1);
+
+    /* Request no-cache: forwarded although fresh. */
+    const char *f3 = "/f3?cc=max-age=60&body=three";
+    get_body(t, f3, NULL, "three", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    get_body(t, f3, "Cache-Control: no-cache\r\n", "three", &r);
+    EXPECT_CS(&r, "fwd=request");
+    EXPECT_NO_CS(&r, "; hit");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/f3", 2);
+
+    /* Request max-age=0: a stored response older than that is revalidated with its validator.
+     * The origin's Age: 5 makes it older without waiting (age 0 would satisfy max-age=0). */
+    const char *f4 = "/f4?cc=max-age=60&etag=f4&h=Age:5&body=four";
+    store_and_hit(t, f4, "four");
+    get_body(t, f4, "Cache-Control: max-age=0\r\n", "four", &r);
+    EXPECT_CS(&r, "fwd-status=304");
+    EXPECT_NO_CS(&r, "; hit");
+    print_message("request max-age=0 on a fresh entry: Cache-Status \"%s\"\n", cs_of(&r));
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/f4", 2);
+    expect_origin_field(t, "/f4", "If-None-Match", "\"f4\"");
+    H_PASS(t);
+}
+
+/* 4. A stale entry is revalidated with its validators; a 304 serves the stored body. */
+static void
+test_revalidate_304(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    struct h_resp r;
+
+    const char *u = "/r1?cc=max-age=0&etag=v1&h=X-Gen:1&body=generation-one";
+    get_body(t, u, NULL, "generation-one", &r);
+    EXPECT_CS(&r, "fwd=uri-miss");
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    expect_origin_field(t, "/r1", "If-None-Match", NULL);
+
+    get_body(t, u, NULL, "generation-one", &r);
+    EXPECT_CS(&r, "fwd=stale; fwd-status=304");
+    expect_field(&r, "X-Gen", "1");
+    expect_field(&r, "ETag", "\"v1\"");
+    assert_non_null(h_header(&r, "Age"));
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/r1", 2);
+    expect_origin_field(t, "/r1", "If-None-Match", "\"v1\"");
+
+    /* And again: the entry survived the metadata update. */
+    get_body(t, u, NULL, "generation-one", &r);
+    EXPECT_CS(&r, "fwd=stale; fwd-status=304");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/r1", 3);
+
+    /* Last-Modified only: If-Modified-Since carries it back. */
+    const char *lm = "/r2?cc=max-age=0&lm=" OLD_DATE_Q "&body=dated";
+    get_body(t, lm, NULL, "dated", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    get_body(t, lm, NULL, "dated", &r);
+    EXPECT_CS(&r, "fwd=stale; fwd-status=304");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/r2", 2);
+    expect_origin_field(t, "/r2", "If-Modified-Since", OLD_DATE);
+    expect_origin_field(t, "/r2", "If-None-Match", NULL);
+    H_PASS(t);
+}
+
+/* 5. Client conditionals and ranges answered from the store. */
+static void
+test_client_conditionals(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    const char *u = "/c1?cc=max-age=60&etag=v2&body=0123456789";
+    struct h_resp r;
+    get_body(t, u, NULL, "0123456789", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    exchange(&c, t->node.port, "GET", u, "If-None-Match: \"v2\"\r\n", &r);
+    if (r.status != 304)
+        fail_msg("If-None-Match matching the stored ETag: status %d, Cache-Status \"%s\"", r.status,
+                 cs_of(&r));
+    EXPECT_HIT(&r);
+    assert_string_equal(h_header(&r, "ETag"), "\"v2\"");
+    h_resp_free(&r);
+    /* No body followed the 304: the next response on the connection parses cleanly. */
+    exchange(&c, t->node.port, "GET", u, "If-None-Match: \"other\"\r\n", &r);
+    if (r.status != 200 || r.body == NULL || strcmp(r.body, "0123456789") != 0)
+        fail_msg("GET after the 304 on one connection: status %d body \"%s\"", r.status,
+                 r.body ? r.body : "(none)");
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+
+    exchange(&c, t->node.port, "GET", u, "Range: bytes=2-5\r\n", &r);
+    if (r.status != 206 || r.body == NULL || strcmp(r.body, "2345") != 0)
+        fail_msg("Range 2-5: status %d body \"%s\" Cache-Status \"%s\"", r.status,
+                 r.body ? r.body : "(none)", cs_of(&r));
+    const char *cr = h_header(&r, "Content-Range");
+    if (cr == NULL || strcmp(cr, "bytes 2-5/10") != 0)
+        fail_msg("Range 2-5: Content-Range %s", cr ? cr : "(absent)");
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+
+    exchange(&c, t->node.port, "GET", u, "Range: bytes=999999-\r\n", &r);
+    if (r.status != 416)
+        fail_msg("Range beyond the end: status %d (expected 416), Cache-Status \"%s\"", r.status,
+                 cs_of(&r));
+    cr = h_header(&r, "Content-Range");
+    if (cr == NULL || strcmp(cr, "bytes */10") != 0)
+        fail_msg("416: Content-Range %s (expected bytes */10)", cr ? cr : "(absent)");
+    h_resp_free(&r);
+    h_conn_close(&c);
+    EXPECT_COUNT(t, "/c1", 1);
+    H_PASS(t);
+}
+
+/* 6. Vary: one stored variant per Accept-Language. */
+static void
+test_vary(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    /* echo=1: the body is the request head the origin saw, so variants differ. */
+    const char *u = "/v1?cc=max-age=60&h=Vary:Accept-Language&echo=1";
+    static const struct {
+        const char *lang;
+        const char *cs;
+        int count;
+    } steps[] = {
+        {"en", "fwd=uri-miss", 1}, {"fr", "fwd=vary-miss", 2}, {"en", "hit", 2}, {"fr", "hit", 2}};
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        char extra[64], want[64];
+        snprintf(extra, sizeof(extra), "Accept-Language: %s\r\n", steps[i].lang);
+        snprintf(want, sizeof(want), "Accept-Language: %s\r\n", steps[i].lang);
+        struct h_resp r;
+        node_get(t, u, extra, &r);
+        assert_int_equal(r.status, 200);
+        if (r.body == NULL || strstr(r.body, want) == NULL)
+            fail_msg("step %zu (%s): body is another variant:\n%s", i, steps[i].lang,
+                     r.body ? r.body : "(none)");
+        if (strcmp(steps[i].cs, "hit") == 0) {
+            EXPECT_HIT(&r);
+        } else {
+            EXPECT_CS(&r, steps[i].cs);
+            EXPECT_CS(&r, "stored");
+        }
+        h_resp_free(&r);
+        EXPECT_COUNT(t, "/v1", steps[i].count);
+    }
+    H_PASS(t);
+}
+
+static void
+post(struct h_test *t, const char *target, struct h_resp *r)
+{
+    char *req = NULL;
+    int n = asprintf(&req,
+                     "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: 4\r\n\r\ndata",
+                     target, t->node.port);
+    assert_true(n > 0);
+    if (h_request(t->node.port, req, (size_t)n, false, 0, r) != 0)
+        fail_msg("POST %s: no response", target);
+    free(req);
+}
+
+/* 7. Unsafe methods invalidate the target URI and same-origin Location / Content-Location. */
+static void
+test_invalidation(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    struct h_resp r;
+
+    const char *u = "/inv1?cc=max-age=60&body=one";
+    store_and_hit(t, u, "one");
+    EXPECT_COUNT(t, "/inv1", 1);
+    post(t, u, &r);
+    assert_int_equal(r.status, 200);
+    EXPECT_CS(&r, "fwd=method");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/inv1", 2);
+    get_body(t, u, NULL, "one", &r);
+    EXPECT_CS(&r, "fwd=uri-miss");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/inv1", 3);
+
+    /* Location and Content-Location naming other stored same-origin URIs. */
+    store_and_hit(t, "/inv2?cc=max-age=60&body=two", "two");
+    store_and_hit(t, "/inv3?cc=max-age=60&body=three", "three");
+    post(t, "/inv4?status=201&h=Location:/inv2%3Fcc%3Dmax-age%3D60%26body%3Dtwo", &r);
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    get_body(t, "/inv2?cc=max-age=60&body=two", NULL, "two", &r);
+    EXPECT_CS(&r, "fwd=uri-miss");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/inv2", 2);
+    EXPECT_COUNT(t, "/inv3", 1);
+    char target[256];
+    snprintf(target, sizeof(target),
+             "/inv4?h=Content-Location:http://127.0.0.1:%d/inv3%%3Fcc%%3Dmax-age%%3D60%%26body%%3D"
+             "three",
+             t->node.port);
+    post(t, target, &r);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    get_body(t, "/inv3?cc=max-age=60&body=three", NULL, "three", &r);
+    EXPECT_CS(&r, "fwd=uri-miss");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/inv3", 2);
+
+    /* A Location on another host does not touch our entry (RFC 9111 §4.4). */
+    store_and_hit(t, "/inv5?cc=max-age=60&body=five", "five");
+    post(t, "/inv6?h=Location:http://elsewhere.example/inv5%3Fcc%3Dmax-age%3D60%26body%3Dfive", &r);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    get_body(t, "/inv5?cc=max-age=60&body=five", NULL, "five", &r);
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/inv5", 1);
+
+    /* An error answer to the unsafe method invalidates nothing. */
+    store_and_hit(t, "/inv7?cc=max-age=60&body=seven", "seven");
+    post(t, "/inv7?cc=max-age=60&body=seven&status=500", &r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/inv7", 2);
+    H_PASS(t);
+}
+
+/* 8. CDN-Cache-Control wins over Cache-Control for us and still goes downstream. */
+static void
+test_cdn_cache_control(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    const char *u = "/cdn1?cc=no-store&h=CDN-Cache-Control:max-age=60&body=targeted";
+    struct h_resp r;
+    for (int i = 0; i < 2; i++) {
+        get_body(t, u, NULL, "targeted", &r);
+        if (i == 0) {
+            EXPECT_CS(&r, "fwd=uri-miss");
+            EXPECT_CS(&r, "stored");
+        } else {
+            EXPECT_HIT(&r);
+        }
+        const char *cdn = h_header(&r, "CDN-Cache-Control");
+        if (cdn == NULL || strcmp(cdn, "max-age=60") != 0)
+            fail_msg("response %d: CDN-Cache-Control %s", i, cdn ? cdn : "(absent)");
+        const char *cc = h_header(&r, "Cache-Control");
+        if (cc == NULL || strcmp(cc, "no-store") != 0)
+            fail_msg("response %d: Cache-Control %s", i, cc ? cc : "(absent)");
+        h_resp_free(&r);
+    }
+    EXPECT_COUNT(t, "/cdn1", 1);
+    H_PASS(t);
+}
+
+static void
+origin_fail(struct h_test *t, const char *path, int status)
+{
+    char target[256];
+    snprintf(target, sizeof(target), "/__origin/fail?path=%s&status=%d", path, status);
+    struct h_resp r;
+    assert_int_equal(h_get(t->origin_port, target, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+}
+
+/*
+ * Polls target (stored with max-age=1) until the node stops answering it as a plain hit, at most
+ * 4 s; r holds that first forwarded answer.
+ */
+static void
+poll_until_forwarded(struct h_test *t, const char *target, struct h_resp *r)
+{
+    int64_t deadline = h_now_ms() + 4000;
+    for (int i = 0; i < 400; i++) {
+        node_get(t, target, NULL, r);
+        if (!plain_hit(r))
+            return;
+        assert_int_equal(r->status, 200);
+        h_resp_free(r);
+        if (h_now_ms() > deadline)
+            break;
+        nap_ms(50);
+    }
+    fail_msg("%s: still a fresh hit after 4 s with max-age=1", target);
+}
+
+/* 9. stale-if-error serves the stored response when the origin fails; must-revalidate forbids it.
+ */
+static void
+test_stale_if_error(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    struct h_resp r;
+    const char *u = "/sie?cc=max-age=1,%20stale-if-error=60&body=keep-me";
+    const char *mr = "/siemr?cc=max-age=1,%20stale-if-error=60,%20must-revalidate&body=strict";
+    get_body(t, u, NULL, "keep-me", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    get_body(t, mr, NULL, "strict", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    origin_fail(t, "/sie", 503);
+    origin_fail(t, "/siemr", 503);
+
+    poll_until_forwarded(t, u, &r);
+    if (r.status != 200 || r.body == NULL || strcmp(r.body, "keep-me") != 0)
+        fail_msg("stale-if-error: status %d body \"%s\", Cache-Status \"%s\"", r.status,
+                 r.body ? r.body : "(none)", cs_of(&r));
+    EXPECT_CS(&r, "; hit");
+    EXPECT_CS(&r, "fwd-status=503");
+    EXPECT_CS(&r, "detail=stale-if-error");
+    assert_non_null(h_header(&r, "Age"));
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/sie", 2);
+
+    poll_until_forwarded(t, mr, &r);
+    if (r.status != 503)
+        fail_msg("must-revalidate with the origin failing: status %d body \"%s\", Cache-Status "
+                 "\"%s\" (expected the 503)",
+                 r.status, r.body ? r.body : "(none)", cs_of(&r));
+    EXPECT_NO_CS(&r, "stale-if-error");
+    EXPECT_CS(&r, "fwd-status=503");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/siemr", 2);
+
+    /* Once the origin recovers, the entry is refreshed from it. */
+    h_origin_reset(t);
+    get_body(t, u, NULL, "keep-me", &r);
+    EXPECT_CS(&r, "fwd-status=200");
+    EXPECT_NO_CS(&r, "stale-if-error");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/sie", 1);
+    H_PASS(t);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_miss_then_hit, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_not_stored, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_freshness, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_revalidate_304, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_client_conditionals, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_vary, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_invalidation, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_cdn_cache_control, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_if_error, h_setup, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
