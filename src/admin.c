@@ -2,12 +2,22 @@
  * admin.c: the admin listener (see admin.h). One internal polling thread: admin traffic is light
  * and must not compete with the front end's workers. Responses are queued on the second
  * access-handler call so keep-alive works for scrapers.
+ *
+ * Purges: the handler suspends the connection and queues the purge for the store's writer; the
+ * store's done callback (writer thread) records the result and resumes the connection, and the
+ * next handler call answers. So a 200 is sent only once the purge is synced to disk. `pending`
+ * counts purges whose done has not run: stop waits for them, because MHD must not be stopped
+ * with a connection still suspended.
  */
 #include "cdnode/admin.h"
+#include "cdnode/arena.h"
+#include "cdnode/cache.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
 #include "cdnode/front.h"
 #include "cdnode/log.h"
+#include "cdnode/purge.h"
+#include "cdnode/store.h"
 #include "cdnode/upstream.h"
 
 #include <arpa/inet.h>
@@ -16,21 +26,46 @@
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #define ADMIN_MAGIC 0xad3140a1u
+#define AREQ_MAGIC 0xad3140a2u
+
+/* How long stop waits for purges the store has not settled yet. */
+#define STOP_WAIT_S 30
 
 struct cdn_admin {
     uint32_t magic;
     const struct cdn_config *cfg;
     struct cdn_front *fe;
     struct cdn_upstream *up;
+    struct cdn_cache *cache;
     struct MHD_Daemon *d;
+    pthread_mutex_t mu; /* guards stopping and pending */
+    pthread_cond_t settled;
+    bool stopping;
+    unsigned pending;
+};
+
+/* One request, from MHD's URI callback to its completion notice. */
+struct areq {
+    uint32_t magic;
+    struct cdn_admin *a;
+    struct MHD_Connection *conn;
+    struct cdn_arena *arena;
+    const char *raw_uri; /* the request-target as received (MHD strips the query from `url`) */
+    bool started;        /* the first handler call (headers only) happened */
+    bool waiting;        /* a purge is queued; the connection is suspended */
+    const char *what;    /* the purge, for the log */
+    atomic_bool settled; /* the store's done ran: `result` is valid */
+    atomic_int result;
 };
 
 static enum MHD_Result
-reply(struct MHD_Connection *conn, unsigned status, const char *ctype, const char *body,
-      size_t len)
+reply(struct MHD_Connection *conn, unsigned status, const char *ctype, const char *body, size_t len)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -104,31 +139,188 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
 }
 
 static enum MHD_Result
-on_admin(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-         const char *version, const char *upload_data, size_t *upload_data_size,
-         void **con_cls)
+reply_json_error(struct MHD_Connection *conn, unsigned status, const char *msg)
 {
-    static int first_call_marker;
+    char buf[256];
+    int n = snprintf(buf, sizeof(buf), "{\"error\": \"%s\"}\n", msg);
+    return reply(conn, status, "application/json", buf, (size_t)n);
+}
+
+/* Writer thread: the purge is settled (synced when result >= 0). Short: store, resume, count. */
+static void
+purged(void *arg, int result)
+{
+    struct areq *r = arg;
+    struct cdn_admin *a = r->a;
+    atomic_store(&r->result, result);
+    atomic_store(&r->settled, true);
+    /* From here the MHD thread may finish the request and free r. */
+    MHD_resume_connection(r->conn);
+    pthread_mutex_lock(&a->mu);
+    a->pending--;
+    pthread_cond_broadcast(&a->settled);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static enum MHD_Result
+submit(struct areq *r, const struct cdn_purge_req *p)
+{
+    struct cdn_admin *a = r->a;
+    pthread_mutex_lock(&a->mu);
+    bool stopping = a->stopping;
+    if (!stopping)
+        a->pending++;
+    pthread_mutex_unlock(&a->mu);
+    if (stopping)
+        return reply_json_error(r->conn, 503, "stopping");
+    static const char *const kinds[] = {"url", "prefix", "tag", "all"};
+    r->what = cdn_arena_printf(r->arena, "%s%s%s%.*s", p->soft ? "soft " : "", kinds[p->kind],
+                               p->kind == CDN_PURGE_ALL ? "" : " ", (int)p->len, p->pattern);
+    r->waiting = true;
+    /* Suspend first: done may run before cdn_store_purge returns. */
+    MHD_suspend_connection(r->conn);
+    cdn_store_purge(cdn_cache_store(a->cache), p->kind, p->pattern, p->len, p->soft, purged, r);
+    return MHD_YES;
+}
+
+/* The connection was resumed by purged(): answer with the store's result. */
+static enum MHD_Result
+purge_reply(struct areq *r)
+{
+    int result = atomic_load(&r->result);
+    if (result < 0) {
+        cdn_error("admin: purge %s failed: %s", r->what, cdn_strerror(result));
+        return reply_json_error(r->conn, result == CDN_ESHUTDOWN ? 503 : 500, cdn_strerror(result));
+    }
+    cdn_info("admin: purge %s: %d records", r->what, result);
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "{\"purged\": %d}\n", result);
+    return reply(r->conn, 200, "application/json", buf, (size_t)n);
+}
+
+struct args {
+    const char *names[CDN_PURGE_MAX_ARGS + 1];
+    const char *values[CDN_PURGE_MAX_ARGS + 1];
+    size_t n;
+};
+
+static enum MHD_Result
+collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct args *g = cls;
+    if (g->n == CDN_PURGE_MAX_ARGS + 1) /* one more than allowed: enough to refuse */
+        return MHD_NO;
+    g->names[g->n] = key;
+    g->values[g->n] = value;
+    g->n++;
+    return MHD_YES;
+}
+
+/* POST /purge?url=|prefix=|tag=|all=1[&soft=1] */
+static enum MHD_Result
+purge_api(struct areq *r, const char *method)
+{
+    if (strcmp(method, "POST") != 0) {
+        static const char body[] = "{\"error\": \"use POST\"}\n";
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(sizeof(body) - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(resp, "Content-Type", "application/json");
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+        MHD_add_response_header(resp, "Allow", "POST");
+        enum MHD_Result ret = MHD_queue_response(r->conn, 405, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    struct args g = {.n = 0};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, &g);
+    struct cdn_purge_req p;
+    const char *reason;
+    if (cdn_purge_parse(g.names, g.values, g.n, cdn_cache_key_opts(r->a->cache), r->arena, &p,
+                        &reason) != 0)
+        return reply_json_error(r->conn, 400, reason);
+    return submit(r, &p);
+}
+
+/* PURGE /path?query with Host: purges every variant of that URL (http://). */
+static enum MHD_Result
+purge_method(struct areq *r)
+{
+    const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+    struct cdn_purge_req p = {.kind = CDN_PURGE_URL};
+    if (cdn_purge_method_key(host, r->raw_uri, cdn_cache_key_opts(r->a->cache), r->arena,
+                             &p.pattern, &p.len) != 0)
+        return reply_json_error(r->conn, 400,
+                                "PURGE needs an origin-form target and a valid "
+                                "Host, or an absolute http(s) URL");
+    return submit(r, &p);
+}
+
+static void *
+on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct areq *r = cdn_calloc(1, sizeof(*r));
+    r->magic = AREQ_MAGIC;
+    r->a = cls;
+    r->conn = conn;
+    r->arena = cdn_arena_new(1024);
+    r->raw_uri = cdn_arena_strdup(r->arena, uri);
+    atomic_init(&r->settled, false);
+    atomic_init(&r->result, 0);
+    return r;
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+    struct areq *r = *con_cls;
+    if (r == NULL)
+        return;
+    CDN_CHECK_MAGIC(r, AREQ_MAGIC);
+    *con_cls = NULL;
+    cdn_arena_free(r->arena);
+    r->magic = 0;
+    free(r);
+}
+
+static enum MHD_Result
+on_admin(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+         const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
     struct cdn_admin *a = cls;
-    if (*con_cls == NULL) {
-        *con_cls = &first_call_marker;
+    struct areq *r = *con_cls;
+    CDN_CHECK_MAGIC(r, AREQ_MAGIC);
+    if (!r->started) {
+        r->started = true;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (strcmp(url, "/healthz") == 0)
+    if (r->waiting) {
+        if (!atomic_load(&r->settled))
+            return MHD_YES; /* not resumed by purged(): nothing to do yet */
+        r->waiting = false;
+        return purge_reply(r);
+    }
+    bool purge = strcmp(method, "PURGE") == 0;
+    if (!purge && strcmp(url, "/healthz") == 0)
         return reply(conn, 200, "text/plain", "ok\n", 3);
     if (!authorized(a, conn))
         return reply(conn, MHD_HTTP_UNAUTHORIZED, "text/plain", "401 Unauthorized\n", 17);
+    if (purge)
+        return purge_method(r);
+    if (strcmp(url, "/purge") == 0)
+        return purge_api(r, method);
     if (strcmp(url, "/metrics") == 0 && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
         return metrics(a, conn);
     return reply(conn, 404, "text/plain", "404 Not Found\n", 14);
 }
 
 struct cdn_admin *
-cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_upstream *up)
+cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_upstream *up,
+                struct cdn_cache *cache)
 {
     char host[256];
     unsigned port;
@@ -138,7 +330,7 @@ cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_u
     }
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
     if (host[0] == '\0' || strcmp(host, "*") == 0) {
@@ -161,12 +353,18 @@ cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_u
     a->cfg = cfg;
     a->fe = fe;
     a->up = up;
+    a->cache = cache;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->settled, NULL);
     a->d = MHD_start_daemon(flags, 0, NULL, NULL, on_admin, a, MHD_OPTION_SOCK_ADDR, &ss,
                             MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
-                            MHD_OPTION_END);
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, a, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, a, MHD_OPTION_END);
     if (a->d == NULL) {
         cdn_error("cannot listen on admin address %s: %s", cfg->admin_listen, strerror(errno));
+        pthread_cond_destroy(&a->settled);
+        pthread_mutex_destroy(&a->mu);
         free(a);
         return NULL;
     }
@@ -178,7 +376,28 @@ cdn_admin_stop(struct cdn_admin *a)
 {
     if (a == NULL)
         return;
+    CDN_CHECK_MAGIC(a, ADMIN_MAGIC);
+    /* The store calls done for every queued purge, so this ends; the deadline is for a store
+     * that hangs on its disk. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += STOP_WAIT_S;
+    pthread_mutex_lock(&a->mu);
+    a->stopping = true;
+    int rc = 0;
+    while (a->pending > 0 && rc == 0)
+        rc = pthread_cond_timedwait(&a->settled, &a->mu, &deadline);
+    unsigned pending = a->pending;
+    pthread_mutex_unlock(&a->mu);
+    if (pending > 0) {
+        /* MHD would abort on a suspended connection, and purged() will still touch a. */
+        cdn_error("admin: %u purges not settled after %d s: leaving the admin listener open",
+                  pending, STOP_WAIT_S);
+        return;
+    }
     MHD_stop_daemon(a->d);
+    pthread_cond_destroy(&a->settled);
+    pthread_mutex_destroy(&a->mu);
     a->magic = 0;
     free(a);
 }

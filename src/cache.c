@@ -12,6 +12,7 @@
 #include "cdnode/config.h"
 #include "cdnode/fetch.h"
 #include "cdnode/log.h"
+#include "cdnode/purge.h"
 #include "cdnode/store.h"
 
 #include <string.h>
@@ -223,6 +224,17 @@ expires_at(struct sink *s, int status, const struct cdn_hdrs *h, int64_t respons
     return response_time + fr.lifetime - age.corrected_initial_age;
 }
 
+/* The tags of the fields to store, for purge by tag; names past the bounds are dropped. */
+static void
+set_tags(struct sink *s, const struct cdn_hdrs *h, struct cdn_store_meta *m)
+{
+    unsigned dropped;
+    m->tags = cdn_tags_build(h, s->arena, &m->tags_len, &dropped);
+    if (dropped > 0)
+        cdn_debug("store: %u tag(s) of %.*s dropped (invalid, over %d bytes or past %d tags)",
+                  dropped, (int)s->klen, s->key, CDN_TAG_MAX_LEN, CDN_TAGS_MAX);
+}
+
 static void
 freshen(struct sink *s, const struct cdn_hdrs *resp304)
 {
@@ -242,6 +254,7 @@ freshen(struct sink *s, const struct cdn_hdrs *resp304)
         .response_time = now,
     };
     m.headers = cdn_hdrblock_encode(&merged, s->arena, &m.headers_len);
+    set_tags(s, &merged, &m);
     m.expires_at = expires_at(s, s->stored_status, &merged, now);
     cdn_store_update(s->c->store, &m, NULL, NULL);
 }
@@ -290,6 +303,7 @@ sink_head(void *arg, int status, const struct cdn_hdrs *resp, int64_t content_le
         m->vary_len = slen + 1 + vlen;
     }
     m->headers = cdn_hdrblock_encode(&kept, s->arena, &m->headers_len);
+    set_tags(s, &kept, m);
     m->status = (uint32_t)status;
     m->request_time = s->request_time;
     m->response_time = now;
