@@ -320,6 +320,40 @@ store_and_hit(struct h_test *t, const char *target, const char *body)
     h_resp_free(&r);
 }
 
+/*
+ * A response without freshness information (no Cache-Control, Expires or Last-Modified) may be
+ * stored but never reused unvalidated: every sequential request reaches the origin, on new
+ * connections and on one kept-alive connection alike.
+ */
+static void
+test_no_freshness_always_forwarded(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    for (int i = 0; i < 60; i++) {
+        long before = h_origin_count(t, "/nf");
+        struct h_resp r;
+        if (i % 2 == 0)
+            node_get(t, "/nf?body=n", NULL, &r);
+        else
+            exchange(&c, t->node.port, "GET", "/nf?body=n", NULL, &r);
+        long after = h_origin_count(t, "/nf");
+        if (r.status != 200 || r.body == NULL || strcmp(r.body, "n") != 0)
+            fail_msg("request %d: status %d body \"%s\"", i, r.status, r.body ? r.body : "(none)");
+        if (after != before + 1)
+            fail_msg("request %d (%s) did not reach the origin (count %ld then %ld); Cache-Status "
+                     "\"%s\", Age %s",
+                     i, i % 2 ? "kept-alive connection" : "new connection", before, after,
+                     cs_of(&r), h_header(&r, "Age") ? h_header(&r, "Age") : "(absent)");
+        EXPECT_NO_CS(&r, "; hit");
+        h_resp_free(&r);
+    }
+    h_conn_close(&c);
+    H_PASS(t);
+}
+
 /* 3. Freshness from max-age and from the heuristic; request directives that force a trip. */
 static void
 test_freshness(void **state)
@@ -899,6 +933,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_miss_then_hit, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_not_stored, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_freshness, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_no_freshness_always_forwarded, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_revalidate_304, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_client_conditionals, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_vary, h_setup, h_teardown),
