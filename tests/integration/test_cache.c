@@ -4,7 +4,8 @@
  * the origin saw (request counts, the head of its last request). A response the node answered
  * with "stored" is committed before its last byte arrives, so the next request may expect a hit
  * without waiting. Where time has to pass (max-age=1), the tests poll the node itself under a
- * deadline.
+ * deadline. The last tests restart the node on the same store, after SIGTERM and after SIGKILL
+ * under load, keeping its port: the Host field is part of the cache key.
  */
 #include <setjmp.h>
 #include <stdarg.h>

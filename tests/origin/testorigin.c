@@ -928,7 +928,9 @@ handle(struct conn *c, struct req *r)
     log_request(c, path, r);
     int failing = fail_status(path);
     if (failing) {
-        bool k = send_simple(c, failing, "text/plain", "failing on purpose\n", 19, NULL, keep);
+        bool head = strcmp(r->method, "HEAD") == 0; /* no body bytes after a HEAD answer */
+        bool k = send_simple(c, failing, "text/plain", head ? "" : "failing on purpose\n",
+                             head ? 0 : 19, NULL, keep);
         free(copy);
         return k;
     }
