@@ -235,12 +235,24 @@ set_tags(struct sink *s, const struct cdn_hdrs *h, struct cdn_store_meta *m)
                   dropped, (int)s->klen, s->key, CDN_TAG_MAX_LEN, CDN_TAGS_MAX);
 }
 
+/* Writer thread: the commit settled; let the fetch's readers have the last byte. */
 static void
-freshen(struct sink *s, const struct cdn_hdrs *resp304)
+committed(void *arg, int result)
+{
+    struct cdn_fetch *f = arg;
+    if (result < 0)
+        cdn_debug("store: object not stored: %s", cdn_strerror(result));
+    cdn_fetch_stored(f);
+    cdn_fetch_unref(f);
+}
+
+/* Applies a 304 to the stored variant. Returns false when the 304 does not select it. */
+static bool
+freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
 {
     int64_t now = cdn_wall_s();
     if (!cdn_304_matches(&s->stored, resp304))
-        return;
+        return false;
     struct cdn_hdrs merged;
     cdn_hdrs_init(&merged, s->arena);
     cdn_merge_304(&s->stored, resp304, &s->c->popts, &merged);
@@ -256,25 +268,27 @@ freshen(struct sink *s, const struct cdn_hdrs *resp304)
     m.headers = cdn_hdrblock_encode(&merged, s->arena, &m.headers_len);
     set_tags(s, &merged, &m);
     m.expires_at = expires_at(s, s->stored_status, &merged, now);
-    cdn_store_update(s->c->store, &m, NULL, NULL);
+    /* The readers' head waits for this update, so their next request finds it freshened. */
+    cdn_fetch_ref(f);
+    cdn_store_update(s->c->store, &m, committed, f);
+    return true;
 }
 
-static bool
-sink_head(void *arg, int status, const struct cdn_hdrs *resp, int64_t content_length)
+static enum cdn_sink_take
+sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *resp,
+          int64_t content_length)
 {
     struct sink *s = arg;
     CDN_CHECK_MAGIC(s, SINK_MAGIC);
-    if (s->reval && status == 304) {
-        freshen(s, resp);
-        return false;
-    }
+    if (s->reval && status == 304)
+        return freshen(s, f, resp) ? CDN_SINK_HOLD_HEAD : CDN_SINK_SKIP;
     enum cdn_store_verdict v = cdn_storable(s->method, &s->req, status, resp, &s->c->popts);
     if (v != CDN_STORE_OK ||
         (content_length >= 0 && (uint64_t)content_length > s->c->cfg->max_object_size)) {
         if (s->reval && status < 500) /* the stored copy is outdated and not replaced */
             cdn_store_delete(s->c->store, s->key, s->klen, s->stored_vary, s->stored_vary_len,
                              NULL, NULL);
-        return false;
+        return CDN_SINK_SKIP;
     }
     int64_t now = cdn_wall_s();
     struct cdn_hdrs kept;
@@ -289,7 +303,7 @@ sink_head(void *arg, int status, const struct cdn_hdrs *resp, int64_t content_le
     const char *spec = cdn_vary_spec(resp, s->arena, &slen);
     const char *vals = cdn_vary_values(spec, slen, &s->req, s->arena, &vlen);
     if (vals == NULL)
-        return false; /* Vary: * (cdn_storable refuses it already) */
+        return CDN_SINK_SKIP; /* Vary: * (cdn_storable refuses it already) */
     struct cdn_store_meta *m = &s->meta;
     memset(m, 0, sizeof(*m));
     m->key = s->key;
@@ -309,7 +323,7 @@ sink_head(void *arg, int status, const struct cdn_hdrs *resp, int64_t content_le
     m->response_time = now;
     m->expires_at = expires_at(s, status, &kept, now);
     s->put = cdn_store_put_begin(s->c->store);
-    return true;
+    return CDN_SINK_BODY;
 }
 
 static void
@@ -320,17 +334,6 @@ sink_data(void *arg, const char *p, size_t n)
         cdn_store_put_abort(s->put);
         s->put = NULL;
     }
-}
-
-/* Writer thread: the commit settled; let the fetch's readers have the last byte. */
-static void
-committed(void *arg, int result)
-{
-    struct cdn_fetch *f = arg;
-    if (result < 0)
-        cdn_debug("store: object not stored: %s", cdn_strerror(result));
-    cdn_fetch_stored(f);
-    cdn_fetch_unref(f);
 }
 
 static void

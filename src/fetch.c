@@ -51,12 +51,19 @@ struct cdn_fetch {
     uint64_t received; /* total body bytes appended */
     bool body_error;
     bool body_complete; /* every byte arrived; DONE waits for the store when storing */
+    bool head_held;     /* head recorded but not published until cdn_fetch_stored() */
+    bool store_acked;   /* cdn_fetch_stored() came before the head was even recorded */
     /* sink (producer thread only, except `storing`, published with the head) */
     struct cdn_fetch_sink sink;
     bool has_sink;
     bool storing;
     bool sink_ended;
     bool sink_blocked;
+    /* settle hook */
+    void (*settle)(void *arg, struct cdn_fetch *f, enum cdn_settle how);
+    void *settle_arg;
+    bool settled;
+    struct cdn_hdrs client_req;
     /* readers */
     struct cdn_waiter *waiters;
     unsigned n_waiters;
@@ -105,6 +112,7 @@ cdn_fetch_new(const struct cdn_fetch_req *req)
     f->content_length = -1;
     f->arena = cdn_arena_new(4096);
     cdn_hdrs_init(&f->resp, f->arena);
+    cdn_hdrs_init(&f->client_req, f->arena);
     if (req->has_body)
         f->up_buf = cdn_malloc(UPLOAD_CAP);
     return f;
@@ -134,15 +142,87 @@ end_sink(struct cdn_fetch *f, bool complete)
     }
 }
 
+/* Calls the settle hook once; without the fetch mutex. */
+static void
+settle(struct cdn_fetch *f, enum cdn_settle how)
+{
+    pthread_mutex_lock(&f->mu);
+    bool first = f->settle != NULL && !f->settled;
+    f->settled = true;
+    pthread_mutex_unlock(&f->mu);
+    if (first)
+        f->settle(f->settle_arg, f, how);
+}
+
+void
+cdn_fetch_set_settle_hook(struct cdn_fetch *f,
+                          void (*hook)(void *arg, struct cdn_fetch *f, enum cdn_settle how),
+                          void *arg)
+{
+    f->settle = hook;
+    f->settle_arg = arg;
+}
+
+void
+cdn_fetch_keep_request(struct cdn_fetch *f, const struct cdn_hdrs *req)
+{
+    for (size_t i = 0; i < req->n; i++)
+        cdn_hdrs_add_copy(&f->client_req, req->v[i].name, req->v[i].nlen, req->v[i].value,
+                          req->v[i].vlen);
+}
+
+const struct cdn_hdrs *
+cdn_fetch_request_fields(const struct cdn_fetch *f)
+{
+    return &f->client_req;
+}
+
+bool
+cdn_fetch_try_attach(struct cdn_fetch *f, struct cdn_waiter *w)
+{
+    CDN_CHECK_MAGIC(f, FETCH_MAGIC);
+    CDN_CHECK_MAGIC(w, CDN_WAITER_MAGIC);
+    pthread_mutex_lock(&f->mu);
+    /* A fetch whose body is complete answered an earlier request: joining it would reuse that
+     * response without the freshness check a stored one gets. */
+    bool ok = f->state == CDN_FETCH_PENDING ||
+              (f->state == CDN_FETCH_HEADERS && !f->body_complete && f->base == 0 &&
+               (f->head != NULL || f->received == 0));
+    if (ok) {
+        w->off = 0;
+        w->parked = false;
+        w->next = f->waiters;
+        f->waiters = w;
+        f->n_waiters++;
+        f->ever_attached = true;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return ok;
+}
+
 void
 cdn_fetch_stored(struct cdn_fetch *f)
 {
     CDN_CHECK_MAGIC(f, FETCH_MAGIC);
     pthread_mutex_lock(&f->mu);
+    if (f->state == CDN_FETCH_PENDING) {
+        /* A held head (the sink's write came first): publish it now; or the write settled
+         * before publish recorded the head: publish will not hold it. Settled as UNSTORED. */
+        if (f->head_held) {
+            f->head_held = false;
+            f->state = f->body_complete ? CDN_FETCH_DONE : CDN_FETCH_HEADERS;
+            wake_all(f);
+        } else {
+            f->store_acked = true;
+        }
+        pthread_mutex_unlock(&f->mu);
+        return;
+    }
     if (f->state == CDN_FETCH_HEADERS && f->body_complete)
         f->state = CDN_FETCH_DONE;
     wake_all(f);
     pthread_mutex_unlock(&f->mu);
+    settle(f, CDN_SETTLE_DONE);
 }
 
 void
@@ -482,16 +562,23 @@ void
 cdn_fetch_publish(struct cdn_fetch *f, int status, const struct cdn_hdrs *hdrs,
                   int64_t content_length)
 {
-    bool storing = f->has_sink && f->sink.head(f->sink.arg, status, hdrs, content_length);
+    enum cdn_sink_take take =
+        f->has_sink ? f->sink.head(f->sink.arg, f, status, hdrs, content_length) : CDN_SINK_SKIP;
+    bool storing = take == CDN_SINK_BODY;
     pthread_mutex_lock(&f->mu);
     CDN_ASSERT(f->state == CDN_FETCH_PENDING);
     f->storing = storing;
     f->status = status;
     f->resp = *hdrs;
     f->content_length = content_length;
-    f->state = CDN_FETCH_HEADERS;
+    if (take == CDN_SINK_HOLD_HEAD && !f->store_acked)
+        f->head_held = true; /* cdn_fetch_stored() publishes it */
+    else
+        f->state = CDN_FETCH_HEADERS;
     wake_all(f);
     pthread_mutex_unlock(&f->mu);
+    if (!storing)
+        settle(f, CDN_SETTLE_UNSTORED);
 }
 
 bool
@@ -552,11 +639,14 @@ cdn_fetch_finish(struct cdn_fetch *f)
 {
     pthread_mutex_lock(&f->mu);
     f->body_complete = true;
-    if (f->state == CDN_FETCH_HEADERS && !f->storing)
+    bool storing = f->storing;
+    if (f->state == CDN_FETCH_HEADERS && !storing && !f->head_held)
         f->state = CDN_FETCH_DONE;
     wake_all(f);
     pthread_mutex_unlock(&f->mu);
     end_sink(f, true); /* a storing sink calls cdn_fetch_stored() when the commit settled */
+    if (!storing)
+        settle(f, CDN_SETTLE_DONE);
 }
 
 void
@@ -584,6 +674,7 @@ cdn_fetch_fail(struct cdn_fetch *f, int status, const char *reason)
         }
     }
     pthread_mutex_unlock(&f->mu);
+    settle(f, CDN_SETTLE_FAILED);
 }
 
 enum cdn_fetch_state

@@ -22,6 +22,7 @@
 #include "cdnode/front.h"
 #include "cdnode/arena.h"
 #include "cdnode/cache.h"
+#include "cdnode/collapse.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
 #include "cdnode/fetch.h"
@@ -51,6 +52,7 @@ struct cdn_front {
     const struct cdn_config *cfg;
     struct cdn_upstream *up;
     struct cdn_cache *cache;
+    struct cdn_collapse *collapse;
     struct MHD_Daemon *plain;
     struct MHD_Daemon *tls;
     struct cdn_hop_opts hop;
@@ -61,7 +63,7 @@ struct cdn_front {
         bool tls;
     } l_plain, l_tls;
     _Atomic uint64_t n_requests, n_rejected, n_loops, n_active, n_bytes_out;
-    _Atomic uint64_t n_hits, n_stale, n_revalidated, n_misses, n_stored;
+    _Atomic uint64_t n_hits, n_stale, n_revalidated, n_misses, n_stored, n_unshared;
 };
 
 enum phase { P_NEW = 0, P_FORWARD, P_HIT, P_INVALIDATE, P_ERROR, P_DONE };
@@ -90,6 +92,7 @@ struct req {
     struct cdn_decide_out dec;
     const char *fwd;             /* Cache-Status fwd value when forwarded */
     _Atomic int inval_pending;   /* invalidations not yet acknowledged by the store */
+    bool follower;               /* reading a fetch another request leads */
 };
 
 static void
@@ -233,12 +236,12 @@ is_client_conditional(const struct cdn_hdr *h)
 }
 
 /*
- * Builds the upstream request and submits it. `for_cache`: a GET the cache will store: the
- * client's conditionals and Range stay here, the stored validators (if any) go up instead, and a
- * store sink sees the response. `attach`: false for a background refresh nobody waits for.
+ * Builds the upstream request for r. `for_cache`: a GET the cache will store: the client's
+ * conditionals and Range stay here, the stored validators (if any) go up instead, and a store
+ * sink sees the response. Returns the fetch with one reference, not yet submitted.
  */
-static void
-start_forward(struct req *r, const char *method, bool for_cache)
+static struct cdn_fetch *
+make_fetch(struct req *r, const char *method, bool for_cache)
 {
     struct cdn_front *fe = r->fe;
     const struct cdn_config *cfg = fe->cfg;
@@ -285,7 +288,7 @@ start_forward(struct req *r, const char *method, bool for_cache)
         .has_body = r->info.has_body,
         .window = 1024 * 1024,
     };
-    r->fetch = cdn_fetch_new(&fr);
+    struct cdn_fetch *f = cdn_fetch_new(&fr);
     if (for_cache) {
         struct cdn_cache_sink_req sr = {
             .method = method,
@@ -297,10 +300,77 @@ start_forward(struct req *r, const char *method, bool for_cache)
         };
         struct cdn_fetch_sink sink;
         cdn_cache_sink(fe->cache, &sr, &sink);
-        cdn_fetch_set_sink(r->fetch, &sink);
+        cdn_fetch_set_sink(f, &sink);
+        cdn_fetch_keep_request(f, &r->hdrs);
     }
-    cdn_fetch_attach(r->fetch, &r->w);
-    cdn_upstream_submit(fe->up, r->fetch);
+    return f;
+}
+
+/* The collapse key: the cache key, plus the stored variant when revalidating it (a 304 answers
+ * the validators of that variant only). */
+static const char *
+collapse_key(struct req *r, size_t *len)
+{
+    if (r->hit.lease == NULL) {
+        *len = r->klen;
+        return r->key;
+    }
+    size_t vl = r->hit.meta->vary_len;
+    char *k = cdn_arena_alloc(r->arena, r->klen + 1 + vl);
+    memcpy(k, r->key, r->klen);
+    k[r->klen] = '\x01';
+    if (vl)
+        memcpy(k + r->klen + 1, r->hit.meta->vary, vl);
+    *len = r->klen + 1 + vl;
+    return k;
+}
+
+/*
+ * Sends r upstream. With `collapse`, a GET joins the fetch in flight for its key (or leads it);
+ * otherwise, or when the key is marked hit-for-miss, it goes alone.
+ */
+static void
+start_forward(struct req *r, const char *method, bool for_cache, bool collapse)
+{
+    struct cdn_front *fe = r->fe;
+    struct cdn_fetch *f = make_fetch(r, method, for_cache);
+    r->follower = false;
+    if (collapse && for_cache && fe->collapse && strcmp(method, "GET") == 0) {
+        size_t cklen;
+        const char *ck = collapse_key(r, &cklen);
+        struct cdn_fetch *got = NULL;
+        switch (cdn_collapse_join(fe->collapse, ck, cklen, &r->w, f, &got)) {
+        case CDN_JOIN_FOLLOW:
+            cdn_fetch_unref(f); /* never submitted: its sink ends unused */
+            r->fetch = got;
+            r->follower = true;
+            return;
+        case CDN_JOIN_LEAD:
+            r->fetch = f;
+            cdn_upstream_submit(fe->up, f);
+            return;
+        case CDN_JOIN_ALONE:
+            break;
+        }
+    }
+    r->fetch = f;
+    cdn_fetch_attach(f, &r->w);
+    cdn_upstream_submit(fe->up, f);
+}
+
+/* stale-while-revalidate: refresh the stored response in the background, once per key. */
+static void
+refresh_in_background(struct req *r)
+{
+    struct cdn_front *fe = r->fe;
+    if (fe->collapse == NULL)
+        return;
+    struct cdn_fetch *f = make_fetch(r, "GET", true);
+    size_t cklen;
+    const char *ck = collapse_key(r, &cklen);
+    if (cdn_collapse_lead_detached(fe->collapse, ck, cklen, f))
+        cdn_upstream_submit(fe->up, f);
+    cdn_fetch_unref(f);
 }
 
 static ssize_t
@@ -527,7 +597,7 @@ route_cacheable(struct req *r, const char *method)
         r->key = NULL;
         r->fwd = "bypass";
         r->phase = P_FORWARD;
-        start_forward(r, method, false);
+        start_forward(r, method, false, false);
         return MHD_YES;
     }
     bool vary_miss = false;
@@ -541,9 +611,11 @@ route_cacheable(struct req *r, const char *method)
         r->dec.reason = CDN_WHY_STALE;
     }
     switch (r->dec.decision) {
+    case CDN_DECIDE_STALE_SWR:
+        refresh_in_background(r);
+        /* fall through */
     case CDN_DECIDE_FRESH:
     case CDN_DECIDE_STALE:
-    case CDN_DECIDE_STALE_SWR:
         r->phase = P_HIT;
         return MHD_YES;
     case CDN_DECIDE_504:
@@ -565,7 +637,7 @@ route_cacheable(struct req *r, const char *method)
     bool bypass = r->dec.reason == CDN_WHY_REQ_NO_STORE;
     if (bypass)
         cdn_cache_hit_release(&r->hit);
-    start_forward(r, method, !bypass);
+    start_forward(r, method, !bypass, true);
     atomic_fetch_add(&fe->n_misses, 1);
     return MHD_YES;
 }
@@ -604,6 +676,39 @@ invalidate_targets(struct req *r, const char *method)
     return true;
 }
 
+/*
+ * A follower may use the leader's response only when the store takes it (a response that is
+ * not stored may be private to the leader) and, with Vary, when its own request selects the
+ * same variant.
+ */
+static bool
+may_share(struct req *r)
+{
+    struct cdn_fetch *f = r->fetch;
+    if (cdn_fetch_status(f) == 304)
+        return r->hit.lease != NULL; /* a collapsed revalidation of our own variant */
+    if (!cdn_fetch_storing(f))
+        return false;
+    /* The follower may take it only as it would take it from the store: fresh for its request
+     * (a response with no lifetime, or a client's no-cache, means going upstream itself). */
+    int64_t now = cdn_wall_s();
+    struct cdn_stored st = {.status = cdn_fetch_status(f),
+                            .hdrs = cdn_fetch_resp_headers(f),
+                            .request_time = now,
+                            .response_time = now};
+    struct cdn_decide_out d;
+    cdn_decide(&r->hdrs, &st, cdn_cache_policy(r->fe->cache), now, &d);
+    if (d.decision != CDN_DECIDE_FRESH)
+        return false;
+    size_t slen, a, b;
+    const char *spec = cdn_vary_spec(cdn_fetch_resp_headers(f), r->arena, &slen);
+    if (slen == 0)
+        return true;
+    const char *mine = cdn_vary_values(spec, slen, &r->hdrs, r->arena, &a);
+    const char *theirs = cdn_vary_values(spec, slen, cdn_fetch_request_fields(f), r->arena, &b);
+    return mine && theirs && a == b && memcmp(mine, theirs, a) == 0;
+}
+
 /* Last call of a forwarded request once the head (or a failure) is in. */
 static enum MHD_Result
 respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
@@ -611,6 +716,21 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
     struct cdn_front *fe = r->fe;
     int status = cdn_fetch_status(r->fetch);
     bool failed = s == CDN_FETCH_FAILED && status == 0;
+    if (r->follower && !failed && !may_share(r)) {
+        /* Go upstream on our own, now, in parallel with everyone else in this situation. */
+        cdn_fetch_detach(r->fetch, &r->w);
+        cdn_fetch_unref(r->fetch);
+        r->fetch = NULL;
+        atomic_fetch_add(&fe->n_unshared, 1);
+        start_forward(r, method, true, false);
+        r->phase = P_FORWARD;
+        s = cdn_fetch_wait_headers(r->fetch, &r->w);
+        if (s == CDN_FETCH_PENDING)
+            return MHD_YES;
+        r->phase = P_DONE;
+        status = cdn_fetch_status(r->fetch);
+        failed = s == CDN_FETCH_FAILED && status == 0;
+    }
     if (r->hit.lease) {
         const char *id = fe->cfg->cdn_id;
         if (!failed && status == 304) {
@@ -689,7 +809,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
             return route_cacheable(r, method);
         r->phase = P_FORWARD;
         r->fwd = "method";
-        start_forward(r, method, false);
+        start_forward(r, method, false, false);
         return MHD_YES;
     }
 
@@ -867,13 +987,15 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
 }
 
 struct cdn_front *
-cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cdn_cache *cache)
+cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cdn_cache *cache,
+                struct cdn_collapse *collapse)
 {
     struct cdn_front *fe = cdn_calloc(1, sizeof(*fe));
     fe->magic = FRONT_MAGIC;
     fe->cfg = cfg;
     fe->up = up;
     fe->cache = cache;
+    fe->collapse = collapse;
     fe->hop = (struct cdn_hop_opts){
         .cdn_id = cfg->cdn_id,
         .x_forwarded_for = cfg->x_forwarded_for,
@@ -945,6 +1067,7 @@ cdn_front_stats(struct cdn_front *fe, struct cdn_front_stats *out)
     out->revalidated = atomic_load(&fe->n_revalidated);
     out->misses = atomic_load(&fe->n_misses);
     out->stored = atomic_load(&fe->n_stored);
+    out->unshared = atomic_load(&fe->n_unshared);
 }
 
 unsigned

@@ -8,6 +8,7 @@
  */
 #include "cdnode/admin.h"
 #include "cdnode/cache.h"
+#include "cdnode/collapse.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
 #include "cdnode/front.h"
@@ -142,11 +143,14 @@ main(int argc, char **argv)
 
     int rc = 1;
     struct cdn_cache *cache = NULL;
+    /* Hit-for-miss markers last 10 s: long enough to stop serializing, short enough to notice
+     * when an object becomes cacheable again. */
+    struct cdn_collapse *collapse = cdn_collapse_new(10 * 1000);
     struct cdn_upstream *up = NULL;
     struct cdn_front *fe = NULL;
     if (cdn_cache_open(&cfg, &cache) == 0)
         up = cdn_upstream_start(&cfg);
-    fe = up ? cdn_front_start(&cfg, up, cache) : NULL;
+    fe = up ? cdn_front_start(&cfg, up, cache, collapse) : NULL;
     struct cdn_admin *admin = fe ? cdn_admin_start(&cfg, fe, up, cache) : NULL;
     if (admin == NULL)
         goto out;
@@ -180,7 +184,8 @@ out:
     cdn_admin_stop(admin);
     cdn_upstream_stop(up); /* fails remaining fetches, which wakes their suspended clients */
     cdn_front_stop(fe);    /* releases the store leases responses still held */
-    cdn_cache_close(cache); /* applies queued writes */
+    cdn_cache_close(cache); /* applies queued writes; their commits settle collapsed fetches */
+    cdn_collapse_free(collapse);
     cdn_config_free(&cfg);
     if (rc == 0)
         cdn_info("stopped");

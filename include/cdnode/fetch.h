@@ -65,8 +65,16 @@ struct cdn_fetch_req {
  * body arrived) and must release arg. While a sink takes the body, the fetch is never abandoned:
  * clients leaving do not cancel what the store is taking.
  */
+enum cdn_sink_take {
+    CDN_SINK_SKIP,     /* the sink does not want the body */
+    CDN_SINK_BODY,     /* feed the body to data() */
+    CDN_SINK_HOLD_HEAD /* no body, but publish the head only once cdn_fetch_stored() is called
+                          (the sink wrote metadata the readers' next requests must see) */
+};
+
 struct cdn_fetch_sink {
-    bool (*head)(void *arg, int status, const struct cdn_hdrs *hdrs, int64_t content_length);
+    enum cdn_sink_take (*head)(void *arg, struct cdn_fetch *f, int status,
+                               const struct cdn_hdrs *hdrs, int64_t content_length);
     void (*data)(void *arg, const char *p, size_t n);
     /* When the sink took the body and complete is true, the sink must call cdn_fetch_stored(f)
      * once the object is visible in the store (or storing failed): until then readers get every
@@ -83,12 +91,32 @@ void cdn_fetch_ref(struct cdn_fetch *f);
 /* Drops a reference; the last one frees the fetch (no waiter may still be attached). */
 void cdn_fetch_unref(struct cdn_fetch *f);
 
+enum cdn_settle { CDN_SETTLE_DONE, CDN_SETTLE_FAILED, CDN_SETTLE_UNSTORED };
+/*
+ * Sets a hook called exactly once, with no fetch lock held, when the fetch settles: its body is
+ * complete (and stored, when storing), it failed, or its head was published without the sink
+ * taking the body (UNSTORED). Only before the fetch is submitted; any thread may end up calling
+ * it (upstream thread, store writer, the last reader).
+ */
+void cdn_fetch_set_settle_hook(struct cdn_fetch *f,
+                               void (*hook)(void *arg, struct cdn_fetch *f, enum cdn_settle how),
+                               void *arg);
+/*
+ * Attaches w only while the fetch is in flight (head pending, or body still arriving) and can
+ * still be read from its first byte. Returns false (w untouched) otherwise.
+ */
+bool cdn_fetch_try_attach(struct cdn_fetch *f, struct cdn_waiter *w);
+/* Keeps a copy of the client request fields the fetch was made for (before submit); followers
+ * compare their Vary values against it. */
+void cdn_fetch_keep_request(struct cdn_fetch *f, const struct cdn_hdrs *req);
+const struct cdn_hdrs *cdn_fetch_request_fields(const struct cdn_fetch *f);
+
 /* Sets the sink; only before the fetch is submitted. */
 void cdn_fetch_set_sink(struct cdn_fetch *f, const struct cdn_fetch_sink *sink);
 /* After HEADERS: true when the sink took the body (the response is being stored). */
 bool cdn_fetch_storing(const struct cdn_fetch *f);
-/* The sink's store commit settled: the held-back last byte is released and readers see the end.
- * Any thread. */
+/* The sink's store commit settled: the held-back last byte (or the held head) is released and
+ * readers see it. Any thread. */
 void cdn_fetch_stored(struct cdn_fetch *f);
 
 /* Request description for the producer (immutable for the fetch's life). */

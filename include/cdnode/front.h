@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct cdn_cache;
+struct cdn_collapse;
 struct cdn_config;
 struct cdn_upstream;
 struct cdn_front;
@@ -26,15 +27,17 @@ struct cdn_front_stats {
     uint64_t revalidated;  /* served from the store after a 304 from upstream */
     uint64_t misses;       /* GET/HEAD that went upstream */
     uint64_t stored;       /* responses the store took */
+    uint64_t unshared;     /* followers that went upstream alone (response not shareable) */
 };
 
 /*
  * Opens the plain listener (cfg->listen) and, when configured, the TLS one. Returns NULL after
- * logging why (address in use, unreadable certificate, ...). cfg, up and cache (NULL: forward
- * everything) must outlive the front.
+ * logging why (address in use, unreadable certificate, ...). cfg, up, cache (NULL: forward
+ * everything) and collapse (NULL: no collapsing) must outlive the front; collapse must also
+ * outlive the cache, whose last commits settle fetches registered in it.
  */
 struct cdn_front *cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up,
-                                  struct cdn_cache *cache);
+                                  struct cdn_cache *cache, struct cdn_collapse *collapse);
 /* Stops accepting new connections; requests in progress continue. */
 void cdn_front_quiesce(struct cdn_front *fe);
 /* Requests in progress now. */

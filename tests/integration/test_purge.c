@@ -249,7 +249,7 @@ test_purge_soft_and_variants(void **state)
     /* soft url=: kept, but the next request revalidates (a conditional GET, answered 304) */
     const char *s = "/soft?cc=max-age=60&etag=X";
     store(t, s, "/soft", NULL);
-    char q[1024];
+    char q[4096];
     snprintf(q, sizeof(q), "%s&soft=1", url_param(t, "url", s));
     EXPECT_PURGED(t, q, 1);
     struct h_resp r;
