@@ -12,6 +12,7 @@
 #include "cdnode/admin.h"
 #include "cdnode/arena.h"
 #include "cdnode/cache.h"
+#include "cdnode/collapse.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
 #include "cdnode/front.h"
@@ -43,6 +44,7 @@ struct cdn_admin {
     struct cdn_front *fe;
     struct cdn_upstream *up;
     struct cdn_cache *cache;
+    struct cdn_collapse *collapse;
     struct MHD_Daemon *d;
     pthread_mutex_t mu; /* guards stopping and pending */
     pthread_cond_t settled;
@@ -94,48 +96,72 @@ authorized(struct cdn_admin *a, struct MHD_Connection *conn)
     return CRYPTO_memcmp(want, got, sizeof(want)) == 0;
 }
 
+static void
+metric(FILE *out, const char *name, const char *type, const char *labels, uint64_t v)
+{
+    if (type)
+        fprintf(out, "# TYPE %s %s\n", name, type);
+    fprintf(out, "%s%s %llu\n", name, labels ? labels : "", (unsigned long long)v);
+}
+
+/* Prometheus text exposition of every counter the node keeps. */
 static enum MHD_Result
 metrics(struct cdn_admin *a, struct MHD_Connection *conn)
 {
     struct cdn_front_stats fs;
     struct cdn_upstream_stats us;
+    struct cdn_collapse_stats cs = {0};
+    struct cdn_store_stats ss = {0};
     cdn_front_stats(a->fe, &fs);
     cdn_upstream_stats(a->up, &us);
-    char buf[4096];
-    int n = snprintf(buf, sizeof(buf),
-                     "# TYPE cdnode_requests_total counter\n"
-                     "cdnode_requests_total %llu\n"
-                     "# TYPE cdnode_requests_rejected_total counter\n"
-                     "cdnode_requests_rejected_total %llu\n"
-                     "# TYPE cdnode_loops_total counter\n"
-                     "cdnode_loops_total %llu\n"
-                     "# TYPE cdnode_requests_active gauge\n"
-                     "cdnode_requests_active %llu\n"
-                     "# TYPE cdnode_bytes_out_total counter\n"
-                     "cdnode_bytes_out_total %llu\n"
-                     "# TYPE cdnode_origin_requests_total counter\n"
-                     "cdnode_origin_requests_total %llu\n"
-                     "# TYPE cdnode_origin_errors_total counter\n"
-                     "cdnode_origin_errors_total %llu\n"
-                     "# TYPE cdnode_origin_bytes_in_total counter\n"
-                     "cdnode_origin_bytes_in_total %llu\n"
-                     "# TYPE cdnode_origin_active gauge\n"
-                     "cdnode_origin_active %llu\n"
-                     "# TYPE cdnode_cache_responses_total counter\n"
-                     "cdnode_cache_responses_total{outcome=\"hit\"} %llu\n"
-                     "cdnode_cache_responses_total{outcome=\"stale\"} %llu\n"
-                     "cdnode_cache_responses_total{outcome=\"revalidated\"} %llu\n"
-                     "cdnode_cache_responses_total{outcome=\"miss\"} %llu\n"
-                     "# TYPE cdnode_cache_stored_total counter\n"
-                     "cdnode_cache_stored_total %llu\n",
-                     (unsigned long long)fs.requests, (unsigned long long)fs.rejected,
-                     (unsigned long long)fs.loops, (unsigned long long)fs.active,
-                     (unsigned long long)fs.bytes_out, (unsigned long long)us.requests,
-                     (unsigned long long)us.errors, (unsigned long long)us.bytes_in,
-                     (unsigned long long)us.active, (unsigned long long)fs.hits,
-                     (unsigned long long)fs.stale, (unsigned long long)fs.revalidated,
-                     (unsigned long long)fs.misses, (unsigned long long)fs.stored);
-    return reply(conn, 200, "text/plain; version=0.0.4", buf, (size_t)n);
+    if (a->collapse)
+        cdn_collapse_stats(a->collapse, &cs);
+    if (a->cache)
+        cdn_store_stats(cdn_cache_store(a->cache), &ss);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    if (out == NULL)
+        return reply(conn, 500, "text/plain", "500 out of memory\n", 18);
+    const char *ctr = "counter", *gauge = "gauge";
+    metric(out, "cdnode_requests_total", ctr, NULL, fs.requests);
+    metric(out, "cdnode_requests_rejected_total", ctr, NULL, fs.rejected);
+    metric(out, "cdnode_loops_total", ctr, NULL, fs.loops);
+    metric(out, "cdnode_requests_active", gauge, NULL, fs.active);
+    metric(out, "cdnode_bytes_out_total", ctr, NULL, fs.bytes_out);
+    metric(out, "cdnode_cache_responses_total", ctr, "{outcome=\"hit\"}", fs.hits);
+    metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"stale\"}", fs.stale);
+    metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"revalidated\"}",
+           fs.revalidated);
+    metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"miss\"}", fs.misses);
+    metric(out, "cdnode_cache_stored_total", ctr, NULL, fs.stored);
+    metric(out, "cdnode_origin_requests_total", ctr, NULL, us.requests);
+    metric(out, "cdnode_origin_errors_total", ctr, NULL, us.errors);
+    metric(out, "cdnode_origin_bytes_in_total", ctr, NULL, us.bytes_in);
+    metric(out, "cdnode_origin_active", gauge, NULL, us.active);
+    metric(out, "cdnode_collapse_leaders_total", ctr, NULL, cs.leaders);
+    metric(out, "cdnode_collapse_followers_total", ctr, NULL, cs.followers);
+    metric(out, "cdnode_collapse_unshared_total", ctr, NULL, fs.unshared);
+    metric(out, "cdnode_hit_for_miss_markers_total", ctr, NULL, cs.markers);
+    metric(out, "cdnode_hit_for_miss_total", ctr, NULL, cs.hit_for_miss);
+    metric(out, "cdnode_collapse_entries", gauge, NULL, cs.entries);
+    metric(out, "cdnode_store_objects", gauge, NULL, ss.objects);
+    metric(out, "cdnode_store_bytes", gauge, NULL, ss.bytes);
+    metric(out, "cdnode_store_used_pages", gauge, NULL, ss.used_pages);
+    metric(out, "cdnode_store_map_pages", gauge, NULL, ss.map_pages);
+    metric(out, "cdnode_store_puts_total", ctr, NULL, ss.puts);
+    metric(out, "cdnode_store_updates_total", ctr, NULL, ss.updates);
+    metric(out, "cdnode_store_evictions_total", ctr, NULL, ss.evictions);
+    metric(out, "cdnode_store_map_full_drops_total", ctr, NULL, ss.map_full_drops);
+    metric(out, "cdnode_store_corrupt_deleted_total", ctr, NULL, ss.corrupt_deleted);
+    metric(out, "cdnode_store_deletes_total", ctr, NULL, ss.deletes);
+    metric(out, "cdnode_store_soft_purges_total", ctr, NULL, ss.soft_purges);
+    metric(out, "cdnode_store_lease_copies_total", ctr, NULL, ss.lease_copies);
+    metric(out, "cdnode_store_write_txns_total", ctr, NULL, ss.write_txns);
+    fclose(out);
+    enum MHD_Result r = reply(conn, 200, "text/plain; version=0.0.4", buf, len);
+    free(buf);
+    return r;
 }
 
 static enum MHD_Result
@@ -320,7 +346,7 @@ on_admin(void *cls, struct MHD_Connection *conn, const char *url, const char *me
 
 struct cdn_admin *
 cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_upstream *up,
-                struct cdn_cache *cache)
+                struct cdn_cache *cache, struct cdn_collapse *collapse)
 {
     char host[256];
     unsigned port;
@@ -354,6 +380,7 @@ cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_u
     a->fe = fe;
     a->up = up;
     a->cache = cache;
+    a->collapse = collapse;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->settled, NULL);
     a->d = MHD_start_daemon(flags, 0, NULL, NULL, on_admin, a, MHD_OPTION_SOCK_ADDR, &ss,

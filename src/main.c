@@ -151,7 +151,7 @@ main(int argc, char **argv)
     if (cdn_cache_open(&cfg, &cache) == 0)
         up = cdn_upstream_start(&cfg);
     fe = up ? cdn_front_start(&cfg, up, cache, collapse) : NULL;
-    struct cdn_admin *admin = fe ? cdn_admin_start(&cfg, fe, up, cache) : NULL;
+    struct cdn_admin *admin = fe ? cdn_admin_start(&cfg, fe, up, cache, collapse) : NULL;
     if (admin == NULL)
         goto out;
     cdn_info("cdnode %s: listening on %s%s%s, admin on %s, origin %s, id %s, %u workers, store "

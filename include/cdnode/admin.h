@@ -25,12 +25,14 @@ struct cdn_config;
 struct cdn_front;
 struct cdn_upstream;
 struct cdn_cache;
+struct cdn_collapse;
 struct cdn_admin;
 
-/* Returns NULL after logging why the listener could not start. cfg, fe, up and cache must
- * outlive the listener. */
+/* Returns NULL after logging why the listener could not start. cfg, fe, up, cache and collapse
+ * (counters only; may be NULL) must outlive the listener. */
 struct cdn_admin *cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe,
-                                  struct cdn_upstream *up, struct cdn_cache *cache);
+                                  struct cdn_upstream *up, struct cdn_cache *cache,
+                                  struct cdn_collapse *collapse);
 /* Refuses new purges, waits for the store to settle those queued (bounded), then stops. Before
  * the store is closed. */
 void cdn_admin_stop(struct cdn_admin *a);
