@@ -32,7 +32,8 @@ struct cdn_fetch {
     int refs;
     /* request (immutable) */
     char *method;
-    char *url;
+    char *target;
+    char *key;
     char **req_headers;
     int64_t req_body_len;
     bool req_has_body;
@@ -103,7 +104,8 @@ cdn_fetch_new(const struct cdn_fetch_req *req)
     pthread_mutex_init(&f->mu, NULL);
     f->refs = 1;
     f->method = cdn_strdup(req->method);
-    f->url = cdn_strdup(req->url);
+    f->target = cdn_strdup(req->target);
+    f->key = req->key ? cdn_strdup(req->key) : NULL;
     f->req_headers = copy_lines(req->headers);
     f->req_body_len = req->body_len;
     f->req_has_body = req->has_body;
@@ -261,7 +263,8 @@ cdn_fetch_unref(struct cdn_fetch *f)
         free(f->req_headers[i]);
     free(f->req_headers);
     free(f->method);
-    free(f->url);
+    free(f->target);
+    free(f->key);
     free(f->err_reason);
     free(f->up_buf);
     cdn_arena_free(f->arena);
@@ -277,9 +280,15 @@ cdn_fetch_method(const struct cdn_fetch *f)
 }
 
 const char *
-cdn_fetch_url(const struct cdn_fetch *f)
+cdn_fetch_target(const struct cdn_fetch *f)
 {
-    return f->url;
+    return f->target;
+}
+
+const char *
+cdn_fetch_key(const struct cdn_fetch *f)
+{
+    return f->key;
 }
 
 const char *const *

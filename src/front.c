@@ -244,7 +244,6 @@ static struct cdn_fetch *
 make_fetch(struct req *r, const char *method, bool for_cache)
 {
     struct cdn_front *fe = r->fe;
-    const struct cdn_config *cfg = fe->cfg;
     struct cdn_hdrs out;
     cdn_hdrs_init(&out, r->arena);
     cdn_hop_request_headers(&r->hdrs, &out, &fe->hop, peer_address(r), r->info.host,
@@ -281,8 +280,8 @@ make_fetch(struct req *r, const char *method, bool for_cache)
     lines[k] = NULL;
     struct cdn_fetch_req fr = {
         .method = method,
-        .url = cdn_arena_printf(r->arena, "%s%s", cfg->origins[0],
-                                strcmp(r->info.target, "*") == 0 ? "" : r->info.target),
+        .target = r->info.target,
+        .key = r->key,
         .headers = lines,
         .body_len = r->info.content_length,
         .has_body = r->info.has_body,

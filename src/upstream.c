@@ -32,6 +32,7 @@ struct xfer {
     struct cdn_fetch *f;
     CURL *easy;
     struct curl_slist *hdrs;
+    char *url; /* origin + target of this attempt */
     struct cdn_hdrs resp;
     int status;
     size_t hdr_bytes;
@@ -234,6 +235,7 @@ xfer_free(struct xfer *x)
         curl_easy_cleanup(x->easy);
     }
     curl_slist_free_all(x->hdrs);
+    free(x->url);
     cdn_fetch_unref(x->f);
     free(x);
 }
@@ -252,7 +254,13 @@ xfer_start(struct cdn_upstream *up, struct xfer *x)
     const char *method = cdn_fetch_method(f);
     for (const char *const *h = cdn_fetch_req_headers(f); *h; h++)
         x->hdrs = curl_slist_append(x->hdrs, *h);
-    curl_easy_setopt(e, CURLOPT_URL, cdn_fetch_url(f));
+    const char *target = cdn_fetch_target(f);
+    free(x->url);
+    x->url = cdn_malloc(strlen(cfg->origins[0]) + strlen(target) + 1);
+    strcpy(x->url, cfg->origins[0]);
+    if (strcmp(target, "*") != 0) /* OPTIONS * goes to the origin's root */
+        strcat(x->url, target);
+    curl_easy_setopt(e, CURLOPT_URL, x->url);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     /* Relay bytes as the origin sent them: never decode Content-Encoding (chunked framing is
      * still removed, the front end frames the body itself). */
@@ -331,7 +339,7 @@ xfer_done(struct cdn_upstream *up, struct xfer *x, CURLcode rc)
             break;
         }
         cdn_fetch_fail(f, status, why);
-        cdn_warn("upstream %s %s: %s", cdn_fetch_method(f), cdn_fetch_url(f), why);
+        cdn_warn("upstream %s %s: %s", cdn_fetch_method(f), x->url, why);
     }
     atomic_fetch_add_explicit(&up->n_errors, 1, memory_order_relaxed);
 }
@@ -355,7 +363,7 @@ check_timeouts(struct cdn_upstream *up, int64_t now)
             else
                 xfer_fail(x, 504, "timeout: origin sent no response headers within %lld ms",
                           (long long)limit);
-            cdn_warn("upstream %s %s: %s", cdn_fetch_method(x->f), cdn_fetch_url(x->f),
+            cdn_warn("upstream %s %s: %s", cdn_fetch_method(x->f), x->url,
                      x->reason);
             xfer_done(up, x, CURLE_OPERATION_TIMEDOUT);
             *pp = x->next;

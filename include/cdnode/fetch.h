@@ -51,7 +51,9 @@ enum cdn_fetch_state {
 
 struct cdn_fetch_req {
     const char *method;   /* copied */
-    const char *url;      /* full upstream URL, copied */
+    const char *target;   /* request-target for the upstream (path and query), copied; the
+                             upstream picks the origin or parent it goes to */
+    const char *key;      /* cache key (copied, may be NULL): parents are chosen by it */
     const char *const *headers; /* "Name: value" lines, NULL-terminated, copied */
     int64_t body_len;     /* -1: unknown (chunked) or no body; see has_body */
     bool has_body;
@@ -121,7 +123,8 @@ void cdn_fetch_stored(struct cdn_fetch *f);
 
 /* Request description for the producer (immutable for the fetch's life). */
 const char *cdn_fetch_method(const struct cdn_fetch *f);
-const char *cdn_fetch_url(const struct cdn_fetch *f);
+const char *cdn_fetch_target(const struct cdn_fetch *f);
+const char *cdn_fetch_key(const struct cdn_fetch *f); /* NULL when none was given */
 const char *const *cdn_fetch_req_headers(const struct cdn_fetch *f);
 int64_t cdn_fetch_req_body_len(const struct cdn_fetch *f);
 bool cdn_fetch_req_has_body(const struct cdn_fetch *f);

@@ -29,7 +29,7 @@ static struct cdn_fetch *
 new_fetch(void)
 {
     static const char *hdrs[] = {NULL};
-    struct cdn_fetch_req req = {.method = "GET", .url = "http://127.0.0.1:1/k", .headers = hdrs,
+    struct cdn_fetch_req req = {.method = "GET", .target = "/k", .headers = hdrs,
                                 .body_len = -1, .window = 1 << 20};
     return cdn_fetch_new(&req);
 }

@@ -51,7 +51,8 @@ new_fetch(size_t window, bool body)
     static const char *hdrs[] = {"Host: example.test", NULL};
     struct cdn_fetch_req req = {
         .method = "GET",
-        .url = "http://127.0.0.1:1/x",
+        .target = "/x",
+        .key = "http://example.test/x",
         .headers = hdrs,
         .body_len = body ? 10 : -1,
         .has_body = body,
@@ -78,7 +79,8 @@ test_request_copied(void **state)
     (void)state;
     struct cdn_fetch *f = new_fetch(0, false);
     assert_string_equal(cdn_fetch_method(f), "GET");
-    assert_string_equal(cdn_fetch_url(f), "http://127.0.0.1:1/x");
+    assert_string_equal(cdn_fetch_target(f), "/x");
+    assert_string_equal(cdn_fetch_key(f), "http://example.test/x");
     assert_string_equal(cdn_fetch_req_headers(f)[0], "Host: example.test");
     assert_null(cdn_fetch_req_headers(f)[1]);
     cdn_fetch_unref(f);
