@@ -93,6 +93,7 @@ struct req {
     const char *fwd;             /* Cache-Status fwd value when forwarded */
     _Atomic int inval_pending;   /* invalidations not yet acknowledged by the store */
     bool follower;               /* reading a fetch another request leads */
+    bool retried;                /* already re-joined once after a leader's failure */
 };
 
 static void
@@ -194,6 +195,8 @@ queue_text(struct req *r, int status, const char *reason, bool close)
         MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (status == 503)
+        MHD_add_response_header(resp, "Retry-After", "1");
     const char *cs = r->fwd ? cdn_arena_printf(r->arena, "%s; fwd=%s; detail=\"%d\"",
                                                r->fe->cfg->cdn_id, r->fwd, status)
                             : cdn_arena_printf(r->arena, "%s; detail=\"%d\"", r->fe->cfg->cdn_id,
@@ -715,6 +718,23 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
     struct cdn_front *fe = r->fe;
     int status = cdn_fetch_status(r->fetch);
     bool failed = s == CDN_FETCH_FAILED && status == 0;
+    if (r->follower && failed && !r->retried && cdn_fetch_error(r->fetch, NULL) == 502) {
+        /* The leader could not reach upstream: try once more by joining again, so one of the
+         * followers leads the retry and the others follow it (a timeout is not retried: the
+         * followers have waited long enough). */
+        r->retried = true;
+        cdn_fetch_detach(r->fetch, &r->w);
+        cdn_fetch_unref(r->fetch);
+        r->fetch = NULL;
+        start_forward(r, method, true, true);
+        r->phase = P_FORWARD;
+        s = cdn_fetch_wait_headers(r->fetch, &r->w);
+        if (s == CDN_FETCH_PENDING)
+            return MHD_YES;
+        r->phase = P_DONE;
+        status = cdn_fetch_status(r->fetch);
+        failed = s == CDN_FETCH_FAILED && status == 0;
+    }
     if (r->follower && !failed && !may_share(r)) {
         /* Go upstream on our own, now, in parallel with everyone else in this situation. */
         cdn_fetch_detach(r->fetch, &r->w);
