@@ -546,8 +546,13 @@ queue_forwarded(struct req *r, const char *method)
         /* Never MHD_SIZE_UNKNOWN here: MHD would frame a 304 as chunked and send a body. */
         resp = MHD_create_response_from_callback(size, 4096, body_reader, r, release_req);
     } else {
+        /* libmicrohttpd allocates and zeroes a block of this size per response: no larger
+         * than the body needs. */
+        size_t block = 32 * 1024;
+        if (cl >= 0 && (uint64_t)cl < block)
+            block = cl < 4096 ? 4096 : (size_t)cl;
         resp = MHD_create_response_from_callback(cl >= 0 ? (uint64_t)cl : MHD_SIZE_UNKNOWN,
-                                                 32 * 1024, body_reader, r, release_req);
+                                                 block, body_reader, r, release_req);
     }
     if (resp == NULL)
         return queue_text(r, 500, "cannot create response", true);

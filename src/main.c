@@ -16,6 +16,7 @@
 #include "cdnode/upstream.h"
 
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -131,6 +132,11 @@ main(int argc, char **argv)
         return 0;
     }
     cdn_log_set_level((enum cdn_log_level)cfg.log_level);
+    /* Per-request buffers come and go at the top of the heap: without this glibc gives those
+     * pages back on every free and faults them in again on the next request (measured: a third
+     * of the forwarding path). 8 MiB of slack is kept at most. */
+    mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 
     /* Every thread inherits this mask; only sigwait() below takes these signals. */
     sigset_t set;
