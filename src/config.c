@@ -9,6 +9,7 @@
  * Strings are owned by the struct; replacing a scalar string frees the old one.
  */
 #include "cdnode/config.h"
+#include "cdnode/accesslog.h"
 #include "cdnode/common.h"
 #include "cdnode/headers.h"
 #include "cdnode/log.h"
@@ -51,6 +52,9 @@ enum kind {
     K_CDN_ID,
     K_SECRET,
     K_LOG_LEVEL,
+    K_ACCESS_LOG_FORMAT,
+    K_BALANCE,
+    K_PATH, /* origin-form path and query: a leading '/', no whitespace, controls or '#' */
 };
 
 struct key {
@@ -81,6 +85,14 @@ static const struct key keys[] = {
     {"origin_ca_file", K_STRING, F(origin_ca_file), 0, 0},
     /* Stays under connection_memory's ceiling so a stored header block can always be sent. */
     {"max_origin_headers", K_SIZE, F(max_origin_headers), 1 * KIB, 24 * KIB},
+    {"origin_balance", K_BALANCE, F(origin_balance), 0, 0},
+    {"origin_fall", K_UINT, F(origin_fall), 1, 1000},
+    {"origin_rise", K_UINT, F(origin_rise), 1, 1000},
+    {"origin_health_path", K_PATH, F(origin_health_path), 0, 0},
+    {"origin_health_interval", K_MS, F(origin_health_interval_ms), 50, 3600000},
+    /* libcurl's per-host limit is a long; beyond this the OS runs out of ports first. */
+    {"origin_max_connections", K_UINT, F(origin_max_connections), 1, 65535},
+    {"max_inflight_misses", K_UINT, F(max_inflight_misses), 1, 1000000},
     {"cdn_id", K_CDN_ID, F(cdn_id), 0, 0},
     {"loop_allowance", K_UINT, F(loop_allowance), 0, UINT_MAX},
     {"forwarded", K_BOOL, F(forwarded), 0, 0},
@@ -100,6 +112,8 @@ static const struct key keys[] = {
     {"admin_listen", K_ADDR, F(admin_listen), 0, 0},
     {"admin_token", K_SECRET, F(admin_token), 0, 0},
     {"log_level", K_LOG_LEVEL, F(log_level), 0, 0},
+    {"access_log", K_STRING, F(access_log), 0, 0}, /* "stderr", "off" or a file */
+    {"access_log_format", K_ACCESS_LOG_FORMAT, F(access_log_format), 0, 0},
 };
 
 static int errf(char *err, size_t errlen, const char *fmt, ...)
@@ -581,6 +595,29 @@ cdn_config_set(struct cdn_config *c, const char *key, const char *value, char *e
                             k->name);
         replace_string(field(c, k), value);
         return 0;
+    case K_BALANCE:
+        if (cdn_balance_parse(value, field(c, k)) != 0)
+            return errf(err, errlen,
+                        "%s: expected round-robin, least-outstanding or hash, got '%s'", k->name,
+                        value);
+        return 0;
+    case K_PATH:
+        if (value[0] != '/' || strchr(value, '#') != NULL)
+            return errf(err, errlen, "%s: expected a path starting with '/', got '%s'", k->name,
+                        value);
+        for (const char *p = value; *p; p++)
+            if ((unsigned char)*p <= ' ' || *p == 0x7f)
+                return errf(err, errlen, "%s: must not contain whitespace or control characters",
+                            k->name);
+        replace_string(field(c, k), value);
+        return 0;
+    case K_ACCESS_LOG_FORMAT: {
+        enum cdn_accesslog_format format;
+        if (cdn_accesslog_parse_format(value, &format) != 0)
+            return errf(err, errlen, "%s: expected combined or json, got '%s'", k->name, value);
+        c->access_log_format = (int)format;
+        return 0;
+    }
     case K_LOG_LEVEL: {
         enum cdn_log_level level;
         if (cdn_log_parse_level(value, &level) != 0)
@@ -638,6 +675,12 @@ cdn_config_defaults(struct cdn_config *c)
     c->origin_first_byte_timeout_ms = 30000;
     c->origin_idle_timeout_ms = 30000;
     c->max_origin_headers = 16 * KIB;
+    c->origin_balance = CDN_BALANCE_ROUND_ROBIN;
+    c->origin_fall = 3;
+    c->origin_rise = 2;
+    c->origin_health_interval_ms = 5000;
+    c->origin_max_connections = 256;
+    c->max_inflight_misses = 1024;
     c->cdn_id = default_cdn_id();
     c->loop_allowance = 0;
     c->forwarded = false;
@@ -655,6 +698,8 @@ cdn_config_defaults(struct cdn_config *c)
     c->heuristic_max_s = 86400;
     c->admin_listen = cdn_strdup("127.0.0.1:9090");
     c->log_level = CDN_LOG_INFO;
+    c->access_log = cdn_strdup("stderr");
+    c->access_log_format = CDN_ACCESSLOG_COMBINED;
 }
 
 /* File syntax. */
@@ -832,11 +877,12 @@ cdn_config_check(const struct cdn_config *c, char *err, size_t errlen)
 void
 cdn_config_free(struct cdn_config *c)
 {
-    char **strings[] = {&c->listen,    &c->listen_tls,     &c->tls_cert,
-                        &c->tls_key,   &c->origin_ca_file, &c->cdn_id,
-                        &c->cache_dir, &c->admin_listen,   &c->admin_token};
+    char **strings[] = {
+        &c->listen, &c->listen_tls, &c->tls_cert,     &c->tls_key,     &c->origin_ca_file,
+        &c->cdn_id, &c->cache_dir,  &c->admin_listen, &c->admin_token, &c->origin_health_path};
     for (size_t i = 0; i < CDN_ARRAY_LEN(strings); i++)
         free(*strings[i]);
+    free(c->access_log);
     for (size_t i = 0; i < c->n_origins; i++)
         free(c->origins[i]);
     for (size_t i = 0; i < c->n_cache_key_drop_params; i++)

@@ -9,6 +9,16 @@
  * Response validation happens in the header callback, before the fetch publishes anything:
  * obsolete line folding, bad field names, conflicting Content-Length, Content-Length with
  * Transfer-Encoding and oversized header blocks all fail the transfer with 502.
+ *
+ * Origins: the pool (pool.h) lives under pool_mu, taken by this thread to pick, count and score
+ * members and by the admin thread to read them. A transfer holds one member (x->member) from
+ * xfer_start() until it ends or is started again elsewhere; x->tried remembers every member it
+ * used, so a retry never goes back. Only a connect failure retries, because only then is it
+ * certain that the origin saw nothing. Health checks are easy handles of their own (struct probe,
+ * at most one per member) on the same multi handle; they never count as transfers.
+ *
+ * n_inflight counts fetches from submit until their xfer is freed (queued or on the wire), and is
+ * what max_inflight_misses bounds; submitters raise it under mu, so they cannot overshoot together.
  */
 #include "cdnode/upstream.h"
 #include "cdnode/arena.h"
@@ -17,6 +27,8 @@
 #include "cdnode/fetch.h"
 #include "cdnode/headers.h"
 #include "cdnode/log.h"
+#include "cdnode/pool.h"
+#include "cdnode/request.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -26,13 +38,18 @@
 
 #define UPSTREAM_MAGIC 0x0b5e7ea1u
 
+_Static_assert(CDN_MAX_ORIGINS <= CDN_POOL_MAX, "every configured origin needs a pool member");
+
 struct xfer {
     struct xfer *next;
     struct cdn_upstream *up;
     struct cdn_fetch *f;
     CURL *easy;
     struct curl_slist *hdrs;
-    char *url; /* origin + target of this attempt */
+    char *url;      /* origin + target of this attempt */
+    int member;     /* pool member of this attempt, -1 when none is held */
+    uint32_t tried; /* pool members this fetch was sent to (bit per member) */
+    bool retried;
     struct cdn_hdrs resp;
     int status;
     size_t hdr_bytes;
@@ -46,6 +63,13 @@ struct xfer {
     char errbuf[CURL_ERROR_SIZE];
 };
 
+/* A health check in flight: an HTTP GET of the health path, or a bare connect. */
+struct probe {
+    CURL *easy; /* NULL when none is running for this member */
+    char *url;
+    bool http;
+};
+
 struct cdn_upstream {
     uint32_t magic;
     const struct cdn_config *cfg;
@@ -54,12 +78,17 @@ struct cdn_upstream {
     pthread_mutex_t mu;
     struct xfer *queue; /* under mu */
     bool stopping;      /* under mu */
-    struct xfer *active; /* upstream thread only */
-    _Atomic uint64_t n_requests, n_errors, n_bytes, n_active;
+    pthread_mutex_t pool_mu;
+    struct cdn_pool pool;                 /* under pool_mu */
+    struct xfer *active;                  /* upstream thread only */
+    struct probe probes[CDN_MAX_ORIGINS]; /* upstream thread only */
+    int64_t next_check_ms;                /* upstream thread only */
+    _Atomic uint64_t n_requests, n_errors, n_bytes, n_active, n_inflight;
+    _Atomic uint64_t n_retries, n_shed, n_down, n_up, n_checks;
 };
 
-static void
-xfer_fail(struct xfer *x, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void xfer_fail(struct xfer *x, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void
 xfer_fail(struct xfer *x, int status, const char *fmt, ...)
@@ -227,24 +256,101 @@ kick(void *arg)
     curl_multi_wakeup(up->multi);
 }
 
+/* ---- the pool ---- */
+
+/* Picks a member not tried yet for x and counts the request on it; -1 if none is left. */
+static int
+member_take(struct cdn_upstream *up, struct xfer *x)
+{
+    pthread_mutex_lock(&up->pool_mu);
+    int m = cdn_pool_pick(&up->pool, cdn_fetch_key(x->f), x->tried);
+    if (m >= 0)
+        cdn_pool_begin(&up->pool, (size_t)m);
+    pthread_mutex_unlock(&up->pool_mu);
+    return m;
+}
+
+static void
+member_release(struct cdn_upstream *up, struct xfer *x)
+{
+    if (x->member < 0)
+        return;
+    pthread_mutex_lock(&up->pool_mu);
+    cdn_pool_end(&up->pool, (size_t)x->member);
+    pthread_mutex_unlock(&up->pool_mu);
+    x->member = -1;
+}
+
+/*
+ * One observation of member m's health. With HTTP health checks configured, a member they marked
+ * down comes back only through them: a request that happened to get through proves less than the
+ * health path does.
+ */
+static void
+observe(struct cdn_upstream *up, int m, bool ok, bool from_check, const char *what)
+{
+    pthread_mutex_lock(&up->pool_mu);
+    struct cdn_pool_member *pm = &up->pool.m[m];
+    if (ok && !from_check && !pm->healthy && up->cfg->origin_health_path) {
+        pthread_mutex_unlock(&up->pool_mu);
+        return;
+    }
+    enum cdn_pool_change change = cdn_pool_report(&up->pool, (size_t)m, ok);
+    unsigned fails = pm->fails, oks = pm->oks;
+    pthread_mutex_unlock(&up->pool_mu);
+    const char *url = up->cfg->origins[m];
+    if (change == CDN_POOL_WENT_DOWN) {
+        atomic_fetch_add_explicit(&up->n_down, 1, memory_order_relaxed);
+        cdn_info("origin %s down (%u consecutive failures): %s", url, fails, what);
+    } else if (change == CDN_POOL_WENT_UP) {
+        atomic_fetch_add_explicit(&up->n_up, 1, memory_order_relaxed);
+        cdn_info("origin %s up (%u consecutive successes)", url, oks);
+    }
+}
+
+/* ---- transfers ---- */
+
 static void
 xfer_free(struct xfer *x)
 {
+    struct cdn_upstream *up = x->up;
     if (x->easy) {
-        curl_multi_remove_handle(x->up->multi, x->easy);
+        curl_multi_remove_handle(up->multi, x->easy);
         curl_easy_cleanup(x->easy);
     }
+    member_release(up, x);
     curl_slist_free_all(x->hdrs);
     free(x->url);
     cdn_fetch_unref(x->f);
     free(x);
+    atomic_fetch_sub_explicit(&up->n_inflight, 1, memory_order_relaxed);
 }
 
+/* Forgets the attempt that failed to connect, so x can be started again on another member. */
+static void
+xfer_reset(struct xfer *x)
+{
+    curl_multi_remove_handle(x->up->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    x->easy = NULL;
+    member_release(x->up, x);
+    curl_slist_free_all(x->hdrs);
+    x->hdrs = NULL;
+    x->status = 0;
+    x->hdr_bytes = 0;
+    x->paused = false;
+    x->sink_wait = false;
+    x->errbuf[0] = '\0';
+}
+
+/* Starts x on pool member m (taken with member_take, and now held by x). */
 static bool
-xfer_start(struct cdn_upstream *up, struct xfer *x)
+xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
 {
     const struct cdn_config *cfg = up->cfg;
     struct cdn_fetch *f = x->f;
+    x->member = m;
+    x->tried |= 1u << m;
     CURL *e = curl_easy_init();
     if (e == NULL) {
         cdn_fetch_fail(f, 502, "upstream client could not be initialized");
@@ -255,9 +361,10 @@ xfer_start(struct cdn_upstream *up, struct xfer *x)
     for (const char *const *h = cdn_fetch_req_headers(f); *h; h++)
         x->hdrs = curl_slist_append(x->hdrs, *h);
     const char *target = cdn_fetch_target(f);
+    const char *origin = cfg->origins[m];
     free(x->url);
-    x->url = cdn_malloc(strlen(cfg->origins[0]) + strlen(target) + 1);
-    strcpy(x->url, cfg->origins[0]);
+    x->url = cdn_malloc(strlen(origin) + strlen(target) + 1);
+    strcpy(x->url, origin);
     if (strcmp(target, "*") != 0) /* OPTIONS * goes to the origin's root */
         strcat(x->url, target);
     curl_easy_setopt(e, CURLOPT_URL, x->url);
@@ -303,6 +410,20 @@ xfer_start(struct cdn_upstream *up, struct xfer *x)
     return true;
 }
 
+/*
+ * True when the transfer never got a connection, so the origin saw nothing of it. Transfers set no
+ * overall libcurl timeout, so a libcurl timeout is the connect timeout; our own first-byte and
+ * idle timeouts mark the transfer failed first.
+ */
+static bool
+connect_failed(const struct xfer *x, CURLcode rc)
+{
+    if (x->failed)
+        return false;
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+           rc == CURLE_OPERATION_TIMEDOUT;
+}
+
 static void
 xfer_done(struct cdn_upstream *up, struct xfer *x, CURLcode rc)
 {
@@ -344,6 +465,38 @@ xfer_done(struct cdn_upstream *up, struct xfer *x, CURLcode rc)
     atomic_fetch_add_explicit(&up->n_errors, 1, memory_order_relaxed);
 }
 
+/*
+ * A transfer libcurl finished: scores its member, then either starts it again on another member
+ * (returns true: x is on the wire again) or settles the fetch (false: the caller frees x).
+ */
+static bool
+xfer_end(struct cdn_upstream *up, struct xfer *x, CURLcode rc)
+{
+    bool no_connect = connect_failed(x, rc);
+    if (no_connect || x->headers_done) {
+        const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+        observe(up, x->member, !no_connect, false, detail);
+    }
+    struct cdn_fetch *f = x->f;
+    if (!no_connect || x->retried || cdn_fetch_req_has_body(f) ||
+        !cdn_method_idempotent(cdn_fetch_method(f)) || cdn_fetch_abandoned(f)) {
+        xfer_done(up, x, rc);
+        return false;
+    }
+    int m = member_take(up, x);
+    if (m < 0) {
+        xfer_done(up, x, rc);
+        return false;
+    }
+    cdn_info("upstream %s %s: %s; trying %s", cdn_fetch_method(f), x->url,
+             x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc), up->cfg->origins[m]);
+    atomic_fetch_add_explicit(&up->n_errors, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&up->n_retries, 1, memory_order_relaxed);
+    xfer_reset(x);
+    x->retried = true;
+    return xfer_start(up, x, m);
+}
+
 /* Enforces our own timers: first byte (no headers yet) and idle (no body progress). */
 static int64_t
 check_timeouts(struct cdn_upstream *up, int64_t now)
@@ -353,8 +506,8 @@ check_timeouts(struct cdn_upstream *up, int64_t now)
     struct xfer **pp = &up->active;
     while (*pp) {
         struct xfer *x = *pp;
-        int64_t limit = x->headers_done ? cfg->origin_idle_timeout_ms
-                                        : cfg->origin_first_byte_timeout_ms;
+        int64_t limit =
+            x->headers_done ? cfg->origin_idle_timeout_ms : cfg->origin_first_byte_timeout_ms;
         bool waiting_on_us = x->paused;
         int64_t deadline = x->last_ms + limit;
         if (!waiting_on_us && now >= deadline) {
@@ -363,8 +516,7 @@ check_timeouts(struct cdn_upstream *up, int64_t now)
             else
                 xfer_fail(x, 504, "timeout: origin sent no response headers within %lld ms",
                           (long long)limit);
-            cdn_warn("upstream %s %s: %s", cdn_fetch_method(x->f), x->url,
-                     x->reason);
+            cdn_warn("upstream %s %s: %s", cdn_fetch_method(x->f), x->url, x->reason);
             xfer_done(up, x, CURLE_OPERATION_TIMEDOUT);
             *pp = x->next;
             xfer_free(x);
@@ -407,10 +559,140 @@ resume_kicked(struct cdn_upstream *up)
     }
 }
 
+/* ---- health checks ---- */
+
+static size_t
+discard(char *p, size_t size, size_t nmemb, void *arg)
+{
+    return size * nmemb;
+}
+
+static void
+probe_start(struct cdn_upstream *up, int m, bool http)
+{
+    const struct cdn_config *cfg = up->cfg;
+    struct probe *pr = &up->probes[m];
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return; /* checked again next interval */
+    const char *origin = cfg->origins[m];
+    const char *path = http ? cfg->origin_health_path : "";
+    pr->url = cdn_malloc(strlen(origin) + strlen(path) + 1);
+    strcpy(pr->url, origin);
+    strcat(pr->url, path);
+    pr->http = http;
+    /* A check slower than its interval (at least a second) failed; so did one slower than a
+     * request would be allowed to be. */
+    long limit = cfg->origin_health_interval_ms < 1000 ? 1000 : cfg->origin_health_interval_ms;
+    long request_limit =
+        (long)cfg->origin_connect_timeout_ms + (long)cfg->origin_first_byte_timeout_ms;
+    if (request_limit < limit)
+        limit = request_limit;
+    curl_easy_setopt(e, CURLOPT_URL, pr->url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->origin_connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, limit);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "cdnode/" CDNODE_VERSION " health-check");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
+    if (cfg->origin_ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->origin_ca_file);
+    if (!http)
+        curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
+    if (curl_multi_add_handle(up->multi, e) != CURLM_OK) {
+        curl_easy_cleanup(e);
+        free(pr->url);
+        pr->url = NULL;
+        return;
+    }
+    pr->easy = e;
+}
+
+static void
+probe_free(struct cdn_upstream *up, struct probe *pr)
+{
+    curl_multi_remove_handle(up->multi, pr->easy);
+    curl_easy_cleanup(pr->easy);
+    pr->easy = NULL;
+    free(pr->url);
+    pr->url = NULL;
+}
+
+/* Every member gets an HTTP check when a health path is set, else only members that are down get
+ * a connect (nothing else would ever bring them back). One check per member at a time. */
+static void
+checks_start(struct cdn_upstream *up)
+{
+    bool http = up->cfg->origin_health_path != NULL;
+    for (size_t m = 0; m < up->cfg->n_origins; m++) {
+        if (up->probes[m].easy)
+            continue;
+        pthread_mutex_lock(&up->pool_mu);
+        bool healthy = up->pool.m[m].healthy;
+        pthread_mutex_unlock(&up->pool_mu);
+        if (http || !healthy)
+            probe_start(up, (int)m, http);
+    }
+}
+
+/* Returns true when easy was a health check (now scored and freed). */
+static bool
+probe_done(struct cdn_upstream *up, CURL *easy, CURLcode rc)
+{
+    for (size_t m = 0; m < up->cfg->n_origins; m++) {
+        struct probe *pr = &up->probes[m];
+        if (pr->easy != easy)
+            continue;
+        char what[CURL_ERROR_SIZE + 64];
+        bool ok = rc == CURLE_OK;
+        if (!ok) {
+            snprintf(what, sizeof(what), "health check %s: %s", pr->url, curl_easy_strerror(rc));
+        } else if (pr->http) {
+            long code = 0;
+            curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+            ok = code >= 200 && code < 400;
+            snprintf(what, sizeof(what), "health check %s answered %ld", pr->url, code);
+        } else {
+            snprintf(what, sizeof(what), "connect to %s", pr->url);
+        }
+        if (!ok)
+            cdn_debug("origin %s: %s", up->cfg->origins[m], what);
+        atomic_fetch_add_explicit(&up->n_checks, 1, memory_order_relaxed);
+        probe_free(up, pr);
+        observe(up, (int)m, ok, true, what);
+        return true;
+    }
+    return false;
+}
+
+/* ---- the loop ---- */
+
+static void
+finished(struct cdn_upstream *up, CURL *easy, CURLcode rc)
+{
+    if (probe_done(up, easy, rc))
+        return;
+    struct xfer *x = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+    struct xfer **pp = &up->active;
+    while (*pp != x) {
+        CDN_ASSERT(*pp != NULL); /* libcurl only holds probes and active transfers */
+        pp = &(*pp)->next;
+    }
+    if (xfer_end(up, x, rc))
+        return; /* started again elsewhere: stays where it is on the list */
+    *pp = x->next;
+    xfer_free(x);
+    atomic_fetch_sub_explicit(&up->n_active, 1, memory_order_relaxed);
+}
+
 static void *
 run(void *arg)
 {
     struct cdn_upstream *up = arg;
+    const struct cdn_config *cfg = up->cfg;
+    up->next_check_ms = cdn_now_ms();
     for (;;) {
         pthread_mutex_lock(&up->mu);
         struct xfer *q = up->queue;
@@ -420,9 +702,14 @@ run(void *arg)
         while (q) {
             struct xfer *x = q;
             q = q->next;
-            if (stopping || !xfer_start(up, x)) {
-                if (stopping)
-                    cdn_fetch_fail(x->f, 503, "node is shutting down");
+            if (stopping) {
+                cdn_fetch_fail(x->f, 503, "node is shutting down");
+                xfer_free(x);
+                continue;
+            }
+            int m = member_take(up, x);
+            CDN_ASSERT(m >= 0); /* nothing is excluded yet */
+            if (!xfer_start(up, x, m)) {
                 xfer_free(x);
                 continue;
             }
@@ -432,29 +719,24 @@ run(void *arg)
         }
         if (stopping)
             break;
+        int64_t now = cdn_now_ms();
+        if (now >= up->next_check_ms) {
+            checks_start(up);
+            up->next_check_ms = now + cfg->origin_health_interval_ms;
+        }
         resume_kicked(up);
         int running = 0;
         curl_multi_perform(up->multi, &running);
-        CURLMsg *m;
+        CURLMsg *msg;
         int left;
-        while ((m = curl_multi_info_read(up->multi, &left))) {
-            if (m->msg != CURLMSG_DONE)
-                continue;
-            struct xfer *x = NULL;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-            CURLcode rc = m->data.result;
-            for (struct xfer **pp = &up->active; *pp; pp = &(*pp)->next) {
-                if (*pp == x) {
-                    *pp = x->next;
-                    break;
-                }
-            }
-            xfer_done(up, x, rc);
-            xfer_free(x);
-            atomic_fetch_sub_explicit(&up->n_active, 1, memory_order_relaxed);
+        while ((msg = curl_multi_info_read(up->multi, &left))) {
+            if (msg->msg == CURLMSG_DONE)
+                finished(up, msg->easy_handle, msg->data.result);
         }
-        int64_t now = cdn_now_ms();
+        now = cdn_now_ms();
         int64_t next = check_timeouts(up, now);
+        if (up->next_check_ms < next)
+            next = up->next_check_ms;
         bool sink_waits = false;
         for (struct xfer *x = up->active; x; x = x->next)
             sink_waits |= x->sink_wait;
@@ -471,12 +753,16 @@ run(void *arg)
         cdn_fetch_fail(x->f, 503, "node is shutting down");
         xfer_free(x);
     }
+    for (size_t m = 0; m < cfg->n_origins; m++)
+        if (up->probes[m].easy)
+            probe_free(up, &up->probes[m]);
     return NULL;
 }
 
 struct cdn_upstream *
 cdn_upstream_start(const struct cdn_config *cfg)
 {
+    CDN_ASSERT(cfg->n_origins >= 1 && cfg->n_origins <= CDN_MAX_ORIGINS);
     struct cdn_upstream *up = cdn_calloc(1, sizeof(*up));
     up->magic = UPSTREAM_MAGIC;
     up->cfg = cfg;
@@ -486,13 +772,23 @@ cdn_upstream_start(const struct cdn_config *cfg)
         free(up);
         return NULL;
     }
+    cdn_pool_init(&up->pool, cfg->origin_balance, cfg->origin_fall, cfg->origin_rise,
+                  (const char *const *)cfg->origins, cfg->n_origins);
     up->multi = curl_multi_init();
-    curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 256L);
+    /* Per origin host:port, as libcurl counts it; transfers beyond it wait inside libcurl (their
+     * first-byte timer runs meanwhile). The idle cache may hold every origin's connections. */
+    curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->origin_max_connections);
+    curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS,
+                      (long)cfg->origin_max_connections * (long)cfg->n_origins);
     pthread_mutex_init(&up->mu, NULL);
+    pthread_mutex_init(&up->pool_mu, NULL);
     if (pthread_create(&up->thread, NULL, run, up) != 0) {
         cdn_error("cannot start the upstream thread");
         curl_multi_cleanup(up->multi);
+        pthread_mutex_destroy(&up->mu);
+        pthread_mutex_destroy(&up->pool_mu);
         free(up);
+        curl_global_cleanup();
         return NULL;
     }
     return up;
@@ -502,16 +798,28 @@ void
 cdn_upstream_submit(struct cdn_upstream *up, struct cdn_fetch *f)
 {
     CDN_CHECK_MAGIC(up, UPSTREAM_MAGIC);
-    struct xfer *x = cdn_calloc(1, sizeof(*x));
-    x->up = up;
-    x->f = f;
     pthread_mutex_lock(&up->mu);
     if (up->stopping) {
         pthread_mutex_unlock(&up->mu);
-        free(x);
         cdn_fetch_fail(f, 503, "node is shutting down");
         return;
     }
+    uint64_t inflight = atomic_load(&up->n_inflight);
+    if (inflight >= up->cfg->max_inflight_misses) {
+        pthread_mutex_unlock(&up->mu);
+        atomic_fetch_add_explicit(&up->n_shed, 1, memory_order_relaxed);
+        char why[96];
+        snprintf(why, sizeof(why), "node overloaded: %llu requests in flight upstream",
+                 (unsigned long long)inflight);
+        cdn_debug("upstream %s %s: %s", cdn_fetch_method(f), cdn_fetch_target(f), why);
+        cdn_fetch_fail(f, 503, why);
+        return;
+    }
+    atomic_fetch_add(&up->n_inflight, 1);
+    struct xfer *x = cdn_calloc(1, sizeof(*x));
+    x->up = up;
+    x->f = f;
+    x->member = -1;
     cdn_fetch_ref(f);
     struct xfer **pp = &up->queue;
     while (*pp)
@@ -534,6 +842,7 @@ cdn_upstream_stop(struct cdn_upstream *up)
     pthread_join(up->thread, NULL);
     curl_multi_cleanup(up->multi);
     pthread_mutex_destroy(&up->mu);
+    pthread_mutex_destroy(&up->pool_mu);
     up->magic = 0;
     free(up);
     curl_global_cleanup();
@@ -542,8 +851,32 @@ cdn_upstream_stop(struct cdn_upstream *up)
 void
 cdn_upstream_stats(struct cdn_upstream *up, struct cdn_upstream_stats *out)
 {
+    CDN_CHECK_MAGIC(up, UPSTREAM_MAGIC);
     out->requests = atomic_load(&up->n_requests);
     out->errors = atomic_load(&up->n_errors);
     out->bytes_in = atomic_load(&up->n_bytes);
     out->active = atomic_load(&up->n_active);
+    out->retries = atomic_load(&up->n_retries);
+    out->shed = atomic_load(&up->n_shed);
+    out->marked_down = atomic_load(&up->n_down);
+    out->marked_up = atomic_load(&up->n_up);
+    out->health_checks = atomic_load(&up->n_checks);
+}
+
+size_t
+cdn_upstream_origins(struct cdn_upstream *up, struct cdn_origin_status *out, size_t max)
+{
+    CDN_CHECK_MAGIC(up, UPSTREAM_MAGIC);
+    pthread_mutex_lock(&up->pool_mu);
+    size_t n = up->pool.n;
+    for (size_t i = 0; i < n && i < max; i++) {
+        const struct cdn_pool_member *m = &up->pool.m[i];
+        out[i] = (struct cdn_origin_status){.url = up->cfg->origins[i],
+                                            .healthy = m->healthy,
+                                            .outstanding = m->outstanding,
+                                            .requests = m->requests,
+                                            .failures = m->failures};
+    }
+    pthread_mutex_unlock(&up->pool_mu);
+    return n;
 }

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cdnode/pool.h"
+
 #define CDN_MAX_ORIGINS 16
 #define CDN_MAX_LIST 32
 
@@ -41,6 +43,15 @@ struct cdn_config {
     unsigned origin_idle_timeout_ms;       /* origin_idle_timeout = DUR      default 30s */
     char *origin_ca_file;       /* origin_ca_file = FILE         default: system CA store */
     size_t max_origin_headers;  /* max_origin_headers = SIZE     default 16k (max 24k) */
+    /* origin pool (pool.h) */
+    enum cdn_balance origin_balance; /* origin_balance = round-robin|least-outstanding|hash
+                                                                  default round-robin */
+    unsigned origin_fall;       /* origin_fall = N               default 3 (1..1000) */
+    unsigned origin_rise;       /* origin_rise = N               default 2 (1..1000) */
+    char *origin_health_path;   /* origin_health_path = /PATH    default none: no HTTP checks */
+    unsigned origin_health_interval_ms; /* origin_health_interval = DUR default 5s */
+    unsigned origin_max_connections; /* origin_max_connections = N default 256 per upstream */
+    unsigned max_inflight_misses; /* max_inflight_misses = N     default 1024 per node */
     /* hops */
     char *cdn_id;               /* cdn_id = NAME (token)         default: derived from host name */
     unsigned loop_allowance;    /* loop_allowance = N            default 0: our id once = 508 */
@@ -66,6 +77,8 @@ struct cdn_config {
     char *admin_token;          /* admin_token = STRING          default none: only /healthz */
     /* logging */
     int log_level;              /* log_level = error|warn|info|debug  default info */
+    char *access_log;           /* access_log = stderr|off|FILE  default stderr */
+    int access_log_format;      /* access_log_format = combined|json  default combined */
 };
 
 /* Fills c with the defaults above (cdn_id from gethostname, workers from the CPU affinity). */

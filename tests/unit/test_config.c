@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "cdnode/accesslog.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
 #include "cdnode/headers.h"
@@ -111,6 +112,8 @@ dump(const struct cdn_config *c)
     S(admin_listen);
     S(admin_token);
     U(log_level);
+    S(access_log);
+    U(access_log_format);
 #undef S
 #undef U
     fclose(f);
@@ -355,13 +358,16 @@ static const struct {
      "admin_token: must not contain whitespace or control characters"},
     {"log_level", "debug", "verbose",
      "log_level: expected error, warn, info or debug, got 'verbose'"},
+    {"access_log", "/var/log/cdnode/access.log", " ", "access_log: empty value"},
+    {"access_log_format", "json", "JSON",
+     "access_log_format: expected combined or json, got 'JSON'"},
 };
 
 static void
 test_set_every_key(void **state)
 {
     (void)state;
-    assert_int_equal(CDN_ARRAY_LEN(keys), 34); /* one row per key in config.h */
+    assert_int_equal(CDN_ARRAY_LEN(keys), 36); /* one row per key in config.h */
     for (size_t i = 0; i < CDN_ARRAY_LEN(keys); i++) {
         struct cdn_config c;
         char err[512] = "";
@@ -428,6 +434,8 @@ test_set_values(void **state)
     assert_string_equal(c.admin_listen, "[::1]:0");
     assert_string_equal(c.admin_token, "0123456789abcdef");
     assert_int_equal(c.log_level, CDN_LOG_DEBUG);
+    assert_string_equal(c.access_log, "/var/log/cdnode/access.log");
+    assert_int_equal(c.access_log_format, CDN_ACCESSLOG_JSON);
     cdn_config_free(&c);
 }
 
@@ -477,6 +485,8 @@ test_defaults(void **state)
     assert_string_equal(c.admin_listen, "127.0.0.1:9090");
     assert_null(c.admin_token);
     assert_int_equal(c.log_level, CDN_LOG_INFO);
+    assert_string_equal(c.access_log, "stderr");
+    assert_int_equal(c.access_log_format, CDN_ACCESSLOG_COMBINED);
     /* Free leaves a zeroed struct: freeing again is harmless, and defaults make it usable. */
     cdn_config_free(&c);
     cdn_config_free(&c);
@@ -497,6 +507,8 @@ test_set_scalar_replaces(void **state)
         {"cdn_id", "one", "two"},
         {"listen", "127.0.0.1:1", "127.0.0.1:2"},
         {"log_level", "error", "debug"},
+        {"access_log", "/a.log", "off"},
+        {"access_log_format", "json", "combined"},
     };
     struct cdn_config c;
     char err[256];
@@ -511,6 +523,8 @@ test_set_scalar_replaces(void **state)
     assert_string_equal(c.cdn_id, "two");
     assert_string_equal(c.listen, "127.0.0.1:2");
     assert_int_equal(c.log_level, CDN_LOG_DEBUG);
+    assert_string_equal(c.access_log, "off");
+    assert_int_equal(c.access_log_format, CDN_ACCESSLOG_COMBINED);
     cdn_config_free(&c); /* the sanitizer build finds any replaced string not freed */
 }
 
@@ -759,6 +773,7 @@ test_load_good(void **state)
         "admin_token = \"0123456789abcdef#\"\n"
         "cdn_id\t=\tedge-7\r\n"
         "log_level = warn\r\n"
+        "access_log = \"/tmp/a b.log\"  # a path with a space\n"
         "origin = http://127.0.0.1:8081/ http://[::1]:8082\n"
         "origin = \"https://backup.example\"\n"
         "cache_key_drop_params = utm_source\n"
@@ -780,6 +795,7 @@ test_load_good(void **state)
     assert_string_equal(c.admin_token, "0123456789abcdef#");
     assert_string_equal(c.cdn_id, "edge-7");
     assert_int_equal(c.log_level, CDN_LOG_WARN);
+    assert_string_equal(c.access_log, "/tmp/a b.log");
     assert_int_equal(c.n_origins, 3);
     assert_string_equal(c.origins[0], "http://127.0.0.1:8081");
     assert_string_equal(c.origins[1], "http://[::1]:8082");
