@@ -723,35 +723,28 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
     struct cdn_front *fe = r->fe;
     int status = cdn_fetch_status(r->fetch);
     bool failed = s == CDN_FETCH_FAILED && status == 0;
-    if (r->follower && failed && !r->retried && cdn_fetch_error(r->fetch, NULL) == 502) {
-        /* The leader could not reach upstream: try once more by joining again, so one of the
-         * followers leads the retry and the others follow it (a timeout is not retried: the
-         * followers have waited long enough). */
-        r->retried = true;
+    /*
+     * A follower goes upstream again: once, by joining again, when the leader could not connect
+     * (one of the followers then leads the retry, the others follow it; a timeout is not retried:
+     * they have waited long enough); or alone, in parallel with the others, when the leader's
+     * response may not be shared.
+     */
+    bool retry = r->follower && failed && !r->retried && cdn_fetch_error(r->fetch, NULL) == 502;
+    bool alone = r->follower && !failed && !may_share(r);
+    if (retry || alone) {
+        if (retry)
+            r->retried = true;
+        else
+            atomic_fetch_add(&fe->n_unshared, 1);
         cdn_fetch_detach(r->fetch, &r->w);
         cdn_fetch_unref(r->fetch);
         r->fetch = NULL;
-        start_forward(r, method, true, true);
-        r->phase = P_FORWARD;
+        start_forward(r, method, true, retry);
         s = cdn_fetch_wait_headers(r->fetch, &r->w);
-        if (s == CDN_FETCH_PENDING)
+        if (s == CDN_FETCH_PENDING) {
+            r->phase = P_FORWARD;
             return MHD_YES;
-        r->phase = P_DONE;
-        status = cdn_fetch_status(r->fetch);
-        failed = s == CDN_FETCH_FAILED && status == 0;
-    }
-    if (r->follower && !failed && !may_share(r)) {
-        /* Go upstream on our own, now, in parallel with everyone else in this situation. */
-        cdn_fetch_detach(r->fetch, &r->w);
-        cdn_fetch_unref(r->fetch);
-        r->fetch = NULL;
-        atomic_fetch_add(&fe->n_unshared, 1);
-        start_forward(r, method, true, false);
-        r->phase = P_FORWARD;
-        s = cdn_fetch_wait_headers(r->fetch, &r->w);
-        if (s == CDN_FETCH_PENDING)
-            return MHD_YES;
-        r->phase = P_DONE;
+        }
         status = cdn_fetch_status(r->fetch);
         failed = s == CDN_FETCH_FAILED && status == 0;
     }
