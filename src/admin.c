@@ -3,6 +3,9 @@
  * and must not compete with the front end's workers. Responses are queued on the second
  * access-handler call so keep-alive works for scrapers.
  *
+ * GET / is a status page and GET /status.json its numbers. A browser opens the page by URL, so
+ * these two (and only these: nothing that changes state) also take the token as ?token=.
+ *
  * Purges: the handler suspends the connection and queues the purge for the store's writer; the
  * store's done callback (writer thread) records the result and resumes the connection, and the
  * next handler call answers. So a 200 is sent only once the purge is synced to disk. `pending`
@@ -26,6 +29,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -50,6 +54,8 @@ struct cdn_admin {
     pthread_cond_t settled;
     bool stopping;
     unsigned pending;
+    struct timespec started; /* CLOCK_MONOTONIC, for uptime */
+    char csp[320];           /* Content-Security-Policy of the status page */
 };
 
 /* One request, from MHD's URI callback to its completion notice. */
@@ -80,20 +86,42 @@ reply(struct MHD_Connection *conn, unsigned status, const char *ctype, const cha
     return r;
 }
 
+static enum MHD_Result
+reply_json_error(struct MHD_Connection *conn, unsigned status, const char *msg)
+{
+    char buf[256];
+    int n = snprintf(buf, sizeof(buf), "{\"error\": \"%s\"}\n", msg);
+    return reply(conn, status, "application/json", buf, (size_t)n);
+}
+
+/* Whether cand is the admin token tok. Both are hashed so the comparison takes the same time
+ * whatever the length or content. */
 static bool
-authorized(struct cdn_admin *a, struct MHD_Connection *conn)
+same_token(const char *tok, const char *cand)
+{
+    unsigned char want[SHA256_DIGEST_LENGTH], got[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)tok, strlen(tok), want);
+    SHA256((const unsigned char *)cand, strlen(cand), got);
+    return CRYPTO_memcmp(want, got, sizeof(want)) == 0;
+}
+
+/*
+ * The token comes from `Authorization: Bearer`, or with query_ok from a `token` query parameter.
+ * query_ok only for GET/HEAD of the status page and its JSON, which a browser opens by URL; never
+ * for anything that changes state, which a cross-site form could then trigger.
+ */
+static bool
+authorized(struct cdn_admin *a, struct MHD_Connection *conn, bool query_ok)
 {
     const char *tok = a->cfg->admin_token;
     if (tok == NULL)
         return false;
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
-        return false;
-    /* Hash both sides so the comparison takes the same time whatever the length or content. */
-    unsigned char want[SHA256_DIGEST_LENGTH], got[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)tok, strlen(tok), want);
-    SHA256((const unsigned char *)h + 7, strlen(h + 7), got);
-    return CRYPTO_memcmp(want, got, sizeof(want)) == 0;
+    if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0 && same_token(tok, h + 7))
+        return true;
+    const char *q =
+        query_ok ? MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "token") : NULL;
+    return q != NULL && same_token(tok, q);
 }
 
 static void
@@ -104,20 +132,30 @@ metric(FILE *out, const char *name, const char *type, const char *labels, uint64
     fprintf(out, "%s%s %llu\n", name, labels ? labels : "", (unsigned long long)v);
 }
 
+/* Every counter the node keeps, read now (collapse and store zero when there are none). */
+static void
+read_stats(struct cdn_admin *a, struct cdn_front_stats *fs, struct cdn_upstream_stats *us,
+           struct cdn_collapse_stats *cs, struct cdn_store_stats *ss)
+{
+    memset(cs, 0, sizeof(*cs));
+    memset(ss, 0, sizeof(*ss));
+    cdn_front_stats(a->fe, fs);
+    cdn_upstream_stats(a->up, us);
+    if (a->collapse)
+        cdn_collapse_stats(a->collapse, cs);
+    if (a->cache)
+        cdn_store_stats(cdn_cache_store(a->cache), ss);
+}
+
 /* Prometheus text exposition of every counter the node keeps. */
 static enum MHD_Result
 metrics(struct cdn_admin *a, struct MHD_Connection *conn)
 {
     struct cdn_front_stats fs;
     struct cdn_upstream_stats us;
-    struct cdn_collapse_stats cs = {0};
-    struct cdn_store_stats ss = {0};
-    cdn_front_stats(a->fe, &fs);
-    cdn_upstream_stats(a->up, &us);
-    if (a->collapse)
-        cdn_collapse_stats(a->collapse, &cs);
-    if (a->cache)
-        cdn_store_stats(cdn_cache_store(a->cache), &ss);
+    struct cdn_collapse_stats cs;
+    struct cdn_store_stats ss;
+    read_stats(a, &fs, &us, &cs, &ss);
     char *buf = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);
@@ -131,8 +169,7 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
     metric(out, "cdnode_bytes_out_total", ctr, NULL, fs.bytes_out);
     metric(out, "cdnode_cache_responses_total", ctr, "{outcome=\"hit\"}", fs.hits);
     metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"stale\"}", fs.stale);
-    metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"revalidated\"}",
-           fs.revalidated);
+    metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"revalidated\"}", fs.revalidated);
     metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"miss\"}", fs.misses);
     metric(out, "cdnode_cache_stored_total", ctr, NULL, fs.stored);
     metric(out, "cdnode_origin_requests_total", ctr, NULL, us.requests);
@@ -164,12 +201,377 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
     return r;
 }
 
-static enum MHD_Result
-reply_json_error(struct MHD_Connection *conn, unsigned status, const char *msg)
+/*
+ * The status page: fixed HTML whose script fetches /status.json every 2 s with the token it was
+ * opened with (?token=) and fills the page with textContent only, so nothing from the node is
+ * ever parsed as HTML. The style and script are inline; the Content-Security-Policy allows
+ * exactly them by hash (computed at start), and nothing else but fetches to this listener.
+ */
+#define PAGE_HEAD                                                                                  \
+    "<!doctype html>\n"                                                                            \
+    "<html lang=\"en\">\n"                                                                         \
+    "<head>\n"                                                                                     \
+    "<meta charset=\"utf-8\">\n"                                                                   \
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"                   \
+    "<meta name=\"referrer\" content=\"no-referrer\">\n"                                           \
+    "<link rel=\"icon\" href=\"data:,\">\n"                                                        \
+    "<title>cdnode status</title>\n"                                                               \
+    "<style>"
+#define PAGE_CSS                                                                                   \
+    "\n"                                                                                           \
+    ":root { color-scheme: light dark; --fg: #1b1f24; --muted: #5b6470; --bg: #f3f4f6;\n"          \
+    "  --card: #fff; --line: #dde1e6; --accent: #2f6fdf; --ok: #1a7f37; --err: #c62828; }\n"       \
+    "@media (prefers-color-scheme: dark) { :root { --fg: #e6e8eb; --muted: #9aa4af;\n"             \
+    "  --bg: #16181b; --card: #202328; --line: #343840; --accent: #5b9bff; --ok: #4ac26b;\n"       \
+    "  --err: #ff6b6b; } }\n"                                                                      \
+    "* { box-sizing: border-box; }\n"                                                              \
+    "body { margin: 0; padding: 1.25rem 1.5rem; font: 14px/1.45 system-ui, sans-serif;\n"          \
+    "  background: var(--bg); color: var(--fg); }\n"                                               \
+    "header { display: flex; flex-wrap: wrap; align-items: baseline; gap: .25rem 1.25rem;\n"       \
+    "  margin-bottom: 1rem; }\n"                                                                   \
+    "h1 { font-size: 1.35rem; margin: 0; }\n"                                                      \
+    "h2 { font-size: .75rem; text-transform: uppercase; letter-spacing: .06em;\n"                  \
+    "  color: var(--muted); margin: 0 0 .6rem; }\n"                                                \
+    "main { display: grid; grid-template-columns: repeat(auto-fill, minmax(16rem, 1fr));\n"        \
+    "  gap: 1rem; }\n"                                                                             \
+    "section { background: var(--card); border: 1px solid var(--line); border-radius: 8px;\n"      \
+    "  padding: .9rem 1rem; }\n"                                                                   \
+    "dl { display: grid; grid-template-columns: 1fr auto; gap: .2rem 1rem; margin: 0; }\n"         \
+    "dt { color: var(--muted); }\n"                                                                \
+    "dd { margin: 0; text-align: right; font-variant-numeric: tabular-nums; }\n"                   \
+    ".big { font-size: 1.7rem; font-weight: 600; font-variant-numeric: tabular-nums; }\n"          \
+    ".bar { position: relative; height: .55rem; background: var(--line); border-radius: 3px;\n"    \
+    "  overflow: hidden; margin: .35rem 0 .8rem; }\n"                                              \
+    ".bar > div { height: 100%; width: 0; background: var(--accent); }\n"                          \
+    ".bar > .mark { position: absolute; top: 0; width: 2px; background: var(--err); }\n"           \
+    "#origins { margin-top: 1rem; }\n"                                                             \
+    "table { width: 100%; border-collapse: collapse; }\n"                                          \
+    "th, td { text-align: left; padding: .3rem .6rem;\n"                                           \
+    "  border-bottom: 1px solid var(--line); }\n"                                                  \
+    "th { color: var(--muted); font-weight: 500; }\n"                                              \
+    ".muted { color: var(--muted); }\n"                                                            \
+    ".ok { color: var(--ok); }\n"                                                                  \
+    ".err { color: var(--err); }\n"
+#define PAGE_MID                                                                                   \
+    "</style>\n"                                                                                   \
+    "</head>\n"                                                                                    \
+    "<body>\n"                                                                                     \
+    "<header>\n"                                                                                   \
+    "<h1>cdnode <span id=\"node\"></span></h1>\n"                                                  \
+    "<span class=\"muted\">version <span id=\"version\">&ndash;</span>,\n"                         \
+    "up <span id=\"uptime\">&ndash;</span></span>\n"                                               \
+    "<span id=\"state\" class=\"muted\">loading</span>\n"                                          \
+    "</header>\n"                                                                                  \
+    "<noscript><p class=\"err\">This page needs JavaScript.\n"                                     \
+    "The same numbers: /status.json and /metrics.</p></noscript>\n"                                \
+    "<main>\n"                                                                                     \
+    "<section>\n"                                                                                  \
+    "<h2>Requests</h2>\n"                                                                          \
+    "<dl>\n"                                                                                       \
+    "<dt>Requests</dt><dd id=\"requests\">&ndash;</dd>\n"                                          \
+    "<dt>Per second</dt><dd id=\"rate\">&ndash;</dd>\n"                                            \
+    "<dt>Active</dt><dd id=\"active\">&ndash;</dd>\n"                                              \
+    "<dt>Rejected (malformed)</dt><dd id=\"rejected\">&ndash;</dd>\n"                              \
+    "<dt>Loops (508)</dt><dd id=\"loops\">&ndash;</dd>\n"                                          \
+    "<dt>Bytes out</dt><dd id=\"bytes_out\">&ndash;</dd>\n"                                        \
+    "</dl>\n"                                                                                      \
+    "</section>\n"                                                                                 \
+    "<section>\n"                                                                                  \
+    "<h2>Cache</h2>\n"                                                                             \
+    "<div class=\"big\" id=\"hit_ratio\">&ndash;</div>\n"                                          \
+    "<div class=\"muted\">served from cache (hit, stale, revalidated)</div>\n"                     \
+    "<div class=\"bar\"><div id=\"hit_bar\"></div></div>\n"                                        \
+    "<dl>\n"                                                                                       \
+    "<dt>Hits</dt><dd id=\"hits\">&ndash;</dd>\n"                                                  \
+    "<dt>Stale</dt><dd id=\"stale\">&ndash;</dd>\n"                                                \
+    "<dt>Revalidated</dt><dd id=\"revalidated\">&ndash;</dd>\n"                                    \
+    "<dt>Misses</dt><dd id=\"misses\">&ndash;</dd>\n"                                              \
+    "<dt>Stored</dt><dd id=\"stored\">&ndash;</dd>\n"                                              \
+    "</dl>\n"                                                                                      \
+    "</section>\n"                                                                                 \
+    "<section>\n"                                                                                  \
+    "<h2>Origin</h2>\n"                                                                            \
+    "<dl>\n"                                                                                       \
+    "<dt>Requests</dt><dd id=\"origin_requests\">&ndash;</dd>\n"                                   \
+    "<dt>Errors</dt><dd id=\"origin_errors\">&ndash;</dd>\n"                                       \
+    "<dt>Active</dt><dd id=\"origin_active\">&ndash;</dd>\n"                                       \
+    "<dt>Bytes in</dt><dd id=\"origin_bytes_in\">&ndash;</dd>\n"                                   \
+    "</dl>\n"                                                                                      \
+    "</section>\n"                                                                                 \
+    "<section>\n"                                                                                  \
+    "<h2>Collapsed forwarding</h2>\n"                                                              \
+    "<dl>\n"                                                                                       \
+    "<dt>Leaders</dt><dd id=\"leaders\">&ndash;</dd>\n"                                            \
+    "<dt>Followers</dt><dd id=\"followers\">&ndash;</dd>\n"                                        \
+    "<dt>Followers gone alone</dt><dd id=\"unshared\">&ndash;</dd>\n"                              \
+    "<dt>Hit-for-miss markers</dt><dd id=\"markers\">&ndash;</dd>\n"                               \
+    "<dt>Hit-for-miss</dt><dd id=\"hit_for_miss\">&ndash;</dd>\n"                                  \
+    "<dt>In flight</dt><dd id=\"collapse_entries\">&ndash;</dd>\n"                                 \
+    "</dl>\n"                                                                                      \
+    "</section>\n"                                                                                 \
+    "<section>\n"                                                                                  \
+    "<h2>Store</h2>\n"                                                                             \
+    "<p id=\"store_off\" class=\"muted\" hidden>No cache: every request is forwarded.</p>\n"       \
+    "<div id=\"store_on\">\n"                                                                      \
+    "<div class=\"big\" id=\"pages_pct\">&ndash;</div>\n"                                          \
+    "<div class=\"muted\" id=\"pages\">&ndash;</div>\n"                                            \
+    "<div class=\"bar\"><div id=\"pages_bar\"></div><div id=\"high_mark\" class=\"mark\"\n"        \
+    "title=\"high watermark: eviction starts here\"></div></div>\n"                                \
+    "<dl>\n"                                                                                       \
+    "<dt>Objects</dt><dd id=\"objects\">&ndash;</dd>\n"                                            \
+    "<dt>Bytes</dt><dd id=\"store_bytes\">&ndash;</dd>\n"                                          \
+    "<dt>Evicting above</dt><dd id=\"high_pages\">&ndash;</dd>\n"                                  \
+    "<dt>Evictions</dt><dd id=\"evictions\">&ndash;</dd>\n"                                        \
+    "<dt>Dropped (map full)</dt><dd id=\"map_full_drops\">&ndash;</dd>\n"                          \
+    "</dl>\n"                                                                                      \
+    "</div>\n"                                                                                     \
+    "</section>\n"                                                                                 \
+    "</main>\n"                                                                                    \
+    "<section id=\"origins\">\n"                                                                   \
+    "<h2>Origins</h2>\n"                                                                           \
+    "<table><thead id=\"origins_head\"></thead><tbody id=\"origins_body\"></tbody></table>\n"      \
+    "</section>\n"                                                                                 \
+    "<script>"
+#define PAGE_JS                                                                                    \
+    "\n"                                                                                           \
+    "'use strict';\n"                                                                              \
+    "const token = new URLSearchParams(location.search).get('token');\n"                           \
+    "const $ = (id) => document.getElementById(id);\n"                                             \
+    "const none = '\\u2013';\n"                                                                    \
+    "const set = (id, text) => { $(id).textContent = text; };\n"                                   \
+    "const int = (n) => n.toLocaleString('en-US');\n"                                              \
+    "function bytes(n) {\n"                                                                        \
+    "  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];\n"                                  \
+    "  let i = 0, v = n;\n"                                                                        \
+    "  for (; v >= 1024 && i < units.length - 1; i++) v /= 1024;\n"                                \
+    "  return i ? v.toFixed(1) + ' ' + units[i] : n + ' B';\n"                                     \
+    "}\n"                                                                                          \
+    "const pct = (part, whole) => (whole ? (100 * part / whole).toFixed(1) + ' %' : none);\n"      \
+    "const share = (part, whole) => (whole ? Math.min(100, 100 * part / whole) : 0) + '%';\n"      \
+    "/* Human-readable, with the exact count on hover. */\n"                                       \
+    "function setBytes(id, n) {\n"                                                                 \
+    "  set(id, bytes(n));\n"                                                                       \
+    "  $(id).title = int(n) + ' bytes';\n"                                                         \
+    "}\n"                                                                                          \
+    "function duration(s) {\n"                                                                     \
+    "  const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24;\n"                          \
+    "  const m = Math.floor(s / 60) % 60;\n"                                                       \
+    "  return (d ? d + 'd ' : '') + (d || h ? h + 'h ' : '') + m + 'm ' + (s % 60) + 's';\n"       \
+    "}\n"                                                                                          \
+    "/* Every field of an origin's object is a column: what the upstream reports\n"                \
+    " * per origin shows up here without changing the page. */\n"                                  \
+    "function origins(list) {\n"                                                                   \
+    "  const keys = ['url'];\n"                                                                    \
+    "  for (const o of list)\n"                                                                    \
+    "    for (const k of Object.keys(o))\n"                                                        \
+    "      if (!keys.includes(k)) keys.push(k);\n"                                                 \
+    "  const head = document.createElement('tr');\n"                                               \
+    "  for (const k of keys) {\n"                                                                  \
+    "    const th = document.createElement('th');\n"                                               \
+    "    th.textContent = k === 'url' ? 'URL' : k.replace(/_/g, ' ');\n"                           \
+    "    head.append(th);\n"                                                                       \
+    "  }\n"                                                                                        \
+    "  $('origins_head').replaceChildren(head);\n"                                                 \
+    "  $('origins_body').replaceChildren(...list.map((o) => {\n"                                   \
+    "    const tr = document.createElement('tr');\n"                                               \
+    "    for (const k of keys) {\n"                                                                \
+    "      const td = document.createElement('td'), v = o[k];\n"                                   \
+    "      td.textContent = v === undefined || v === null ? none\n"                                \
+    "                     : typeof v === 'object' ? JSON.stringify(v) : String(v);\n"              \
+    "      tr.append(td);\n"                                                                       \
+    "    }\n"                                                                                      \
+    "    return tr;\n"                                                                             \
+    "  }));\n"                                                                                     \
+    "}\n"                                                                                          \
+    "let last = null;\n"                                                                           \
+    "function show(s, now) {\n"                                                                    \
+    "  const f = s.front, o = s.origin, c = s.collapse, st = s.store;\n"                           \
+    "  document.title = 'cdnode ' + s.node;\n"                                                     \
+    "  set('node', s.node);\n"                                                                     \
+    "  set('version', s.version);\n"                                                               \
+    "  set('uptime', duration(s.uptime_s));\n"                                                     \
+    "  for (const k of ['requests', 'active', 'rejected', 'loops', 'hits', 'stale',\n"             \
+    "                   'revalidated', 'misses', 'stored'])\n"                                     \
+    "    set(k, int(f[k]));\n"                                                                     \
+    "  setBytes('bytes_out', f.bytes_out);\n"                                                      \
+    "  const dt = last ? now - last.at : 0;\n"                                                     \
+    "  set('rate', dt > 0 ? ((f.requests - last.requests) * 1000 / dt).toFixed(1) : none);\n"      \
+    "  last = {requests: f.requests, at: now};\n"                                                  \
+    "  const cached = f.hits + f.stale + f.revalidated;\n"                                         \
+    "  set('hit_ratio', pct(cached, cached + f.misses));\n"                                        \
+    "  $('hit_bar').style.width = share(cached, cached + f.misses);\n"                             \
+    "  set('origin_requests', int(o.requests));\n"                                                 \
+    "  set('origin_errors', int(o.errors));\n"                                                     \
+    "  set('origin_active', int(o.active));\n"                                                     \
+    "  setBytes('origin_bytes_in', o.bytes_in);\n"                                                 \
+    "  set('leaders', int(c.leaders));\n"                                                          \
+    "  set('followers', int(c.followers));\n"                                                      \
+    "  set('unshared', int(f.unshared));\n"                                                        \
+    "  set('markers', int(c.markers));\n"                                                          \
+    "  set('hit_for_miss', int(c.hit_for_miss));\n"                                                \
+    "  set('collapse_entries', int(c.entries));\n"                                                 \
+    "  $('store_off').hidden = st !== null;\n"                                                     \
+    "  $('store_on').hidden = st === null;\n"                                                      \
+    "  if (st) {\n"                                                                                \
+    "    set('objects', int(st.objects));\n"                                                       \
+    "    setBytes('store_bytes', st.bytes);\n"                                                     \
+    "    set('pages', int(st.used_pages) + ' of ' + int(st.map_pages) + ' pages');\n"              \
+    "    set('pages_pct', pct(st.used_pages, st.map_pages));\n"                                    \
+    "    $('pages_bar').style.width = share(st.used_pages, st.map_pages);\n"                       \
+    "    $('high_mark').style.left = share(st.high_pages, st.map_pages);\n"                        \
+    "    set('high_pages', pct(st.high_pages, st.map_pages));\n"                                   \
+    "    set('evictions', int(st.evictions));\n"                                                   \
+    "    set('map_full_drops', int(st.map_full_drops));\n"                                         \
+    "  }\n"                                                                                        \
+    "  origins(s.origins);\n"                                                                      \
+    "}\n"                                                                                          \
+    "async function refresh() {\n"                                                                 \
+    "  try {\n"                                                                                    \
+    "    const r = await fetch('/status.json', {\n"                                                \
+    "      cache: 'no-store',\n"                                                                   \
+    "      headers: token ? {Authorization: 'Bearer ' + token} : {},\n"                            \
+    "    });\n"                                                                                    \
+    "    if (!r.ok) throw new Error('HTTP ' + r.status);\n"                                        \
+    "    show(await r.json(), performance.now());\n"                                               \
+    "    set('state', 'live, updated ' + new Date().toLocaleTimeString('en-GB'));\n"               \
+    "    $('state').className = 'ok';\n"                                                           \
+    "  } catch (e) {\n"                                                                            \
+    "    set('state', 'refresh failed (' + e.message + '), retrying');\n"                          \
+    "    $('state').className = 'err';\n"                                                          \
+    "  }\n"                                                                                        \
+    "  setTimeout(refresh, 2000);\n"                                                               \
+    "}\n"                                                                                          \
+    "refresh();\n"
+#define PAGE_TAIL                                                                                  \
+    "</script>\n"                                                                                  \
+    "</body>\n"                                                                                    \
+    "</html>\n"
+
+static const char status_html[] = PAGE_HEAD PAGE_CSS PAGE_MID PAGE_JS PAGE_TAIL;
+
+/* "'sha256-<base64>'" of src, for a CSP source list; out holds at least 60 bytes. */
+static void
+csp_hash(const char *src, char *out)
 {
-    char buf[256];
-    int n = snprintf(buf, sizeof(buf), "{\"error\": \"%s\"}\n", msg);
-    return reply(conn, status, "application/json", buf, (size_t)n);
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)src, strlen(src), d);
+    memcpy(out, "'sha256-", 8);
+    int n = EVP_EncodeBlock((unsigned char *)out + 8, d, sizeof(d));
+    memcpy(out + 8 + n, "'", 2);
+}
+
+static enum MHD_Result
+status_page(struct cdn_admin *a, struct MHD_Connection *conn)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        sizeof(status_html) - 1, (void *)status_html, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(resp, "Content-Type", "text/html; charset=utf-8");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_add_response_header(resp, "Content-Security-Policy", a->csp);
+    /* The URL carries the token: never send it anywhere as a Referer. */
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    enum MHD_Result r = MHD_queue_response(conn, 200, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+/* s as a JSON string. <, > and & are escaped too, so the text is inert if it ever lands in HTML.
+ * Bytes >= 0x80 pass through: what is written here are validated config values. */
+static void
+json_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(out, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f || *p == '<' || *p == '>' || *p == '&')
+            fprintf(out, "\\u%04x", *p);
+        else
+            fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+struct jnum {
+    const char *name; /* a literal: written unescaped */
+    uint64_t v;
+};
+
+/* ,\n  "name": {"a": 1, "b": 2} */
+static void
+json_counters(FILE *out, const char *name, const struct jnum *f, size_t n)
+{
+    fprintf(out, ",\n  \"%s\": {", name);
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "%s\"%s\": %llu", i ? ", " : "", f[i].name, (unsigned long long)f[i].v);
+    fputc('}', out);
+}
+#define JSON_COUNTERS(out, name, ...)                                                              \
+    json_counters((out), (name), (const struct jnum[]){__VA_ARGS__},                               \
+                  sizeof((const struct jnum[]){__VA_ARGS__}) / sizeof(struct jnum))
+
+/*
+ * One origin of the "origins" array: {"url": ...} from the config for now. Per-origin health
+ * from the upstream goes here as more fields of the same object; the page shows every field as
+ * a column of its origins table.
+ */
+static void
+origin_json(FILE *out, struct cdn_admin *a, size_t i)
+{
+    fputs("{\"url\": ", out);
+    json_str(out, a->cfg->origins[i]);
+    fputc('}', out);
+}
+
+/* GET /status.json: the numbers of the status page (and of /metrics) as one JSON object. */
+static enum MHD_Result
+status_json(struct cdn_admin *a, struct MHD_Connection *conn)
+{
+    struct cdn_front_stats fs;
+    struct cdn_upstream_stats us;
+    struct cdn_collapse_stats cs;
+    struct cdn_store_stats ss;
+    read_stats(a, &fs, &us, &cs, &ss);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    if (out == NULL)
+        return reply_json_error(conn, 500, "out of memory");
+    fputs("{\n  \"node\": ", out);
+    json_str(out, a->cfg->cdn_id ? a->cfg->cdn_id : "");
+    fputs(",\n  \"version\": ", out);
+    json_str(out, CDNODE_VERSION);
+    fprintf(out, ",\n  \"uptime_s\": %lld", (long long)(now.tv_sec - a->started.tv_sec));
+    JSON_COUNTERS(out, "front", {"requests", fs.requests}, {"rejected", fs.rejected},
+                  {"loops", fs.loops}, {"active", fs.active}, {"bytes_out", fs.bytes_out},
+                  {"hits", fs.hits}, {"stale", fs.stale}, {"revalidated", fs.revalidated},
+                  {"misses", fs.misses}, {"stored", fs.stored}, {"unshared", fs.unshared});
+    JSON_COUNTERS(out, "origin", {"requests", us.requests}, {"errors", us.errors},
+                  {"bytes_in", us.bytes_in}, {"active", us.active});
+    JSON_COUNTERS(out, "collapse", {"leaders", cs.leaders}, {"followers", cs.followers},
+                  {"hit_for_miss", cs.hit_for_miss}, {"markers", cs.markers},
+                  {"entries", cs.entries});
+    if (a->cache)
+        JSON_COUNTERS(out, "store", {"objects", ss.objects}, {"bytes", ss.bytes},
+                      {"used_pages", ss.used_pages}, {"map_pages", ss.map_pages},
+                      {"high_pages", ss.high_pages}, {"puts", ss.puts}, {"updates", ss.updates},
+                      {"deletes", ss.deletes}, {"soft_purges", ss.soft_purges},
+                      {"evictions", ss.evictions}, {"map_full_drops", ss.map_full_drops});
+    else
+        fputs(",\n  \"store\": null", out);
+    fputs(",\n  \"origins\": [", out);
+    for (size_t i = 0; i < a->cfg->n_origins; i++) {
+        fputs(i ? ", " : "", out);
+        origin_json(out, a, i);
+    }
+    fputs("]\n}\n", out);
+    fclose(out);
+    enum MHD_Result r = reply(conn, 200, "application/json", buf, len);
+    free(buf);
+    return r;
 }
 
 /* Writer thread: the purge is settled (synced when result >= 0). Short: store, resume, count. */
@@ -331,15 +733,21 @@ on_admin(void *cls, struct MHD_Connection *conn, const char *url, const char *me
         return purge_reply(r);
     }
     bool purge = strcmp(method, "PURGE") == 0;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     if (!purge && strcmp(url, "/healthz") == 0)
         return reply(conn, 200, "text/plain", "ok\n", 3);
-    if (!authorized(a, conn))
+    bool page = get && strcmp(url, "/") == 0, json = get && strcmp(url, "/status.json") == 0;
+    if (!authorized(a, conn, page || json))
         return reply(conn, MHD_HTTP_UNAUTHORIZED, "text/plain", "401 Unauthorized\n", 17);
     if (purge)
         return purge_method(r);
+    if (page)
+        return status_page(a, conn);
+    if (json)
+        return status_json(a, conn);
     if (strcmp(url, "/purge") == 0)
         return purge_api(r, method);
-    if (strcmp(url, "/metrics") == 0 && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
+    if (get && strcmp(url, "/metrics") == 0)
         return metrics(a, conn);
     return reply(conn, 404, "text/plain", "404 Not Found\n", 14);
 }
@@ -383,6 +791,14 @@ cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_u
     a->collapse = collapse;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->settled, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &a->started);
+    char css[64], js[64];
+    csp_hash(PAGE_CSS, css);
+    csp_hash(PAGE_JS, js);
+    snprintf(a->csp, sizeof(a->csp),
+             "default-src 'none'; style-src %s; script-src %s; connect-src 'self'; "
+             "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+             css, js);
     a->d = MHD_start_daemon(flags, 0, NULL, NULL, on_admin, a, MHD_OPTION_SOCK_ADDR, &ss,
                             MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
