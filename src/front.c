@@ -20,6 +20,7 @@
  * (fetch.h), so a wake-up cannot slip between "nothing to read" and "suspended".
  */
 #include "cdnode/front.h"
+#include "cdnode/accesslog.h"
 #include "cdnode/arena.h"
 #include "cdnode/cache.h"
 #include "cdnode/collapse.h"
@@ -41,6 +42,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define FRONT_MAGIC 0xf407e4d1u
 #define REQ_MAGIC 0x4e9c0a7bu
@@ -53,6 +55,7 @@ struct cdn_front {
     struct cdn_upstream *up;
     struct cdn_cache *cache;
     struct cdn_collapse *collapse;
+    struct cdn_accesslog *alog;
     struct MHD_Daemon *plain;
     struct MHD_Daemon *tls;
     struct cdn_hop_opts hop;
@@ -94,6 +97,16 @@ struct req {
     _Atomic int inval_pending;   /* invalidations not yet acknowledged by the store */
     bool follower;               /* reading a fetch another request leads */
     bool retried;                /* already re-joined once after a leader's failure */
+    /* for the access log */
+    int64_t start_ms;            /* monotonic, first byte of the request seen */
+    int64_t start_wall_ms;
+    int64_t origin_start_ms;     /* monotonic, when the current fetch was started; 0: none */
+    double origin_ms;            /* until the origin's head arrived; < 0: not asked */
+    const char *version;
+    const char *method;
+    int status_sent;
+    uint64_t bytes_sent;
+    const char *outcome;
 };
 
 static void
@@ -143,9 +156,43 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->w.wake = wake_conn;
     r->w.owner = r;
     cdn_hdrs_init(&r->hdrs, r->arena);
+    r->start_ms = cdn_now_ms();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->start_wall_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    r->origin_ms = -1;
     atomic_fetch_add(&l->fe->n_requests, 1);
     atomic_fetch_add(&l->fe->n_active, 1);
     return r;
+}
+
+static const char *peer_address(struct req *r);
+
+/* One access-log line, when libmicrohttpd is done with the request. */
+static void
+log_request(struct req *r, enum MHD_RequestTerminationCode toe)
+{
+    const struct cdn_hdr *ref = cdn_hdrs_get(&r->hdrs, "Referer");
+    const struct cdn_hdr *ua = cdn_hdrs_get(&r->hdrs, "User-Agent");
+    const char *outcome = r->outcome ? r->outcome : "none";
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status_sent != 0)
+        outcome = cdn_arena_printf(r->arena, "%s,aborted", outcome);
+    struct cdn_accesslog_entry e = {
+        .client = peer_address(r),
+        .method = r->method,
+        .target = r->raw_uri,
+        .version = r->version ? r->version : "HTTP/1.1",
+        .status = r->status_sent,
+        .bytes = r->bytes_sent,
+        .referer = ref ? ref->value : NULL,
+        .user_agent = ua ? ua->value : NULL,
+        .outcome = outcome,
+        .origin_ms = r->origin_ms,
+        .total_ms = (double)(cdn_now_ms() - r->start_ms),
+        .wall_s = r->start_wall_ms / 1000,
+        .wall_ms = (unsigned)(r->start_wall_ms % 1000),
+    };
+    cdn_accesslog_write(r->fe->alog, &e);
 }
 
 static void
@@ -156,6 +203,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r == NULL)
         return;
     *con_cls = NULL;
+    if (r->fe->alog && r->method)
+        log_request(r, toe);
     atomic_fetch_sub(&r->fe->n_active, 1);
     r->phase = P_DONE;
     req_unref(r);
@@ -204,6 +253,10 @@ queue_text(struct req *r, int status, const char *reason, bool close)
     add_hop_fields(r, resp, cs);
     if (close)
         MHD_add_response_header(resp, "Connection", "close");
+    r->status_sent = status;
+    r->bytes_sent = (uint64_t)n;
+    if (r->outcome == NULL)
+        r->outcome = status == 508 ? "loop" : status < 500 ? "refused" : "error";
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -337,6 +390,7 @@ start_forward(struct req *r, const char *method, bool for_cache, bool collapse)
     struct cdn_front *fe = r->fe;
     struct cdn_fetch *f = make_fetch(r, method, for_cache);
     r->follower = false;
+    r->origin_start_ms = cdn_now_ms();
     if (collapse && for_cache && fe->collapse && strcmp(method, "GET") == 0) {
         size_t cklen;
         const char *ck = collapse_key(r, &cklen);
@@ -383,6 +437,7 @@ body_reader(void *cls, uint64_t pos, char *buf, size_t max)
     switch (cdn_fetch_read(r->fetch, &r->w, buf, max, &n)) {
     case CDN_READ_DATA:
         atomic_fetch_add_explicit(&r->fe->n_bytes_out, n, memory_order_relaxed);
+        r->bytes_sent += n;
         return (ssize_t)n;
     case CDN_READ_PARKED:
         return 0;
@@ -490,8 +545,10 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
         atomic_fetch_add(&r->refs, 1); /* released with the response: it reads the lease */
         if (rr == CDN_RANGE_PARTIAL)
             status = 206;
-        if (status != 304)
+        if (status != 304 && strcmp(method, "HEAD") != 0) {
             atomic_fetch_add_explicit(&fe->n_bytes_out, to - from, memory_order_relaxed);
+            r->bytes_sent = to - from;
+        }
     }
     /* The stored Age is an input to the age we send; a stored Content-Range is only replaced
      * when we answer a range ourselves. */
@@ -508,6 +565,7 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
     MHD_add_response_header(resp, "Age", agebuf);
     add_hop_fields(r, resp,
                    cdn_arena_printf(r->arena, "%s; ttl=%" PRId64, cs, fr.lifetime - age.current_age));
+    r->status_sent = status;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -571,6 +629,13 @@ queue_forwarded(struct req *r, const char *method)
     add_hop_fields(r, resp,
                    cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=%d%s", fe->cfg->cdn_id,
                                     r->fwd ? r->fwd : "miss", status, stored ? "; stored" : ""));
+    r->status_sent = answer;
+    if (r->outcome == NULL)
+        r->outcome = r->fwd == NULL                   ? "miss"
+                     : strcmp(r->fwd, "method") == 0  ? "pass"
+                     : strcmp(r->fwd, "bypass") == 0  ? "bypass"
+                     : strcmp(r->fwd, "request") == 0 ? "reload"
+                                                      : "miss";
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)answer, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -723,6 +788,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
     struct cdn_front *fe = r->fe;
     int status = cdn_fetch_status(r->fetch);
     bool failed = s == CDN_FETCH_FAILED && status == 0;
+    r->origin_ms = (double)(cdn_now_ms() - r->origin_start_ms);
     /*
      * A follower goes upstream again: once, by joining again, when the leader could not connect
      * (one of the followers then leads the retry, the others follow it; a timeout is not retried:
@@ -747,6 +813,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
         }
         status = cdn_fetch_status(r->fetch);
         failed = s == CDN_FETCH_FAILED && status == 0;
+        r->origin_ms = (double)(cdn_now_ms() - r->origin_start_ms);
     }
     if (r->hit.lease) {
         const char *id = fe->cfg->cdn_id;
@@ -757,6 +824,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
             cdn_merge_304(&r->hit.hdrs, cdn_fetch_resp_headers(r->fetch),
                           cdn_cache_policy(fe->cache), &merged);
             atomic_fetch_add(&fe->n_revalidated, 1);
+            r->outcome = "revalidated";
             return queue_hit(r, method, &merged,
                              cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=304", id, r->fwd),
                              cdn_wall_s());
@@ -766,6 +834,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
             cdn_may_serve_stale_on_error(&r->hdrs, &r->hit.st, cdn_cache_policy(fe->cache),
                                          now)) {
             atomic_fetch_add(&fe->n_stale, 1);
+            r->outcome = "stale-if-error";
             const char *cs =
                 failed ? cdn_arena_printf(r->arena, "%s; hit; fwd=%s; detail=stale-if-error", id,
                                           r->fwd)
@@ -799,6 +868,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     CDN_CHECK_MAGIC(r, REQ_MAGIC);
 
     if (r->phase == P_NEW) {
+        r->method = cdn_arena_strdup(r->arena, method);
+        r->version = cdn_arena_strdup(r->arena, version);
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, collect_field, r);
         struct cdn_request_limits lim = {
             .max_body = fe->cfg->max_request_body,
@@ -870,6 +941,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         r->phase = P_DONE;
         bool stale = r->dec.decision != CDN_DECIDE_FRESH;
         atomic_fetch_add(stale ? &fe->n_stale : &fe->n_hits, 1);
+        r->outcome = stale ? "stale" : "hit";
         const char *cs = cdn_arena_printf(r->arena, "%s; hit%s", fe->cfg->cdn_id,
                                           r->dec.decision == CDN_DECIDE_STALE_SWR
                                               ? "; detail=stale-while-revalidate"
@@ -1005,7 +1077,7 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
 
 struct cdn_front *
 cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cdn_cache *cache,
-                struct cdn_collapse *collapse)
+                struct cdn_collapse *collapse, struct cdn_accesslog *alog)
 {
     struct cdn_front *fe = cdn_calloc(1, sizeof(*fe));
     fe->magic = FRONT_MAGIC;
@@ -1013,6 +1085,7 @@ cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cd
     fe->up = up;
     fe->cache = cache;
     fe->collapse = collapse;
+    fe->alog = alog;
     fe->hop = (struct cdn_hop_opts){
         .cdn_id = cfg->cdn_id,
         .x_forwarded_for = cfg->x_forwarded_for,

@@ -6,6 +6,7 @@
  * thread with sigwait(): SIGTERM/SIGINT stop accepting, let requests in flight finish (bounded),
  * then fail whatever is left and exit.
  */
+#include "cdnode/accesslog.h"
 #include "cdnode/admin.h"
 #include "cdnode/cache.h"
 #include "cdnode/collapse.h"
@@ -15,6 +16,7 @@
 #include "cdnode/log.h"
 #include "cdnode/upstream.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
@@ -144,6 +146,7 @@ main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -154,9 +157,13 @@ main(int argc, char **argv)
     struct cdn_collapse *collapse = cdn_collapse_new(10 * 1000);
     struct cdn_upstream *up = NULL;
     struct cdn_front *fe = NULL;
-    if (cdn_cache_open(&cfg, &cache) == 0)
+    struct cdn_accesslog *alog = NULL;
+    if (cdn_accesslog_open(cfg.access_log, (enum cdn_accesslog_format)cfg.access_log_format,
+                           &alog) != 0)
+        cdn_error("cannot open access_log %s: %s", cfg.access_log, strerror(errno));
+    else if (cdn_cache_open(&cfg, &cache) == 0)
         up = cdn_upstream_start(&cfg);
-    fe = up ? cdn_front_start(&cfg, up, cache, collapse) : NULL;
+    fe = up ? cdn_front_start(&cfg, up, cache, collapse, alog) : NULL;
     struct cdn_admin *admin = fe ? cdn_admin_start(&cfg, fe, up, cache, collapse) : NULL;
     if (admin == NULL)
         goto out;
@@ -169,6 +176,14 @@ main(int argc, char **argv)
         int sig = 0;
         if (sigwait(&set, &sig) != 0)
             continue;
+        if (sig == SIGUSR1) {
+            if (cdn_accesslog_reopen(alog) != 0)
+                cdn_error("SIGUSR1: cannot reopen access_log %s: %s", cfg.access_log,
+                          strerror(errno));
+            else
+                cdn_info("SIGUSR1: access log reopened");
+            continue;
+        }
         if (sig == SIGHUP) {
             cdn_warn("SIGHUP: configuration reload is not supported yet; restart to apply");
             continue;
@@ -192,6 +207,7 @@ out:
     cdn_front_stop(fe);    /* releases the store leases responses still held */
     cdn_cache_close(cache); /* applies queued writes; their commits settle collapsed fetches */
     cdn_collapse_free(collapse);
+    cdn_accesslog_close(alog);
     cdn_config_free(&cfg);
     if (rc == 0)
         cdn_info("stopped");

@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+struct cdn_accesslog;
 struct cdn_cache;
 struct cdn_collapse;
 struct cdn_config;
@@ -33,11 +34,12 @@ struct cdn_front_stats {
 /*
  * Opens the plain listener (cfg->listen) and, when configured, the TLS one. Returns NULL after
  * logging why (address in use, unreadable certificate, ...). cfg, up, cache (NULL: forward
- * everything) and collapse (NULL: no collapsing) must outlive the front; collapse must also
- * outlive the cache, whose last commits settle fetches registered in it.
+ * everything), collapse (NULL: no collapsing) and alog (NULL: no access log) must outlive the
+ * front; collapse must also outlive the cache, whose last commits settle fetches registered in it.
  */
 struct cdn_front *cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up,
-                                  struct cdn_cache *cache, struct cdn_collapse *collapse);
+                                  struct cdn_cache *cache, struct cdn_collapse *collapse,
+                                  struct cdn_accesslog *alog);
 /* Stops accepting new connections; requests in progress continue. */
 void cdn_front_quiesce(struct cdn_front *fe);
 /* Requests in progress now. */
