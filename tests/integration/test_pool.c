@@ -347,8 +347,8 @@ test_shed_when_overloaded(void **state)
                                                            "upstream") == NULL)
                 fail_msg("503 body: %s", g[i].r.body ? g[i].r.body : "(none)");
             const char *ra = h_header(&g[i].r, "Retry-After");
-            if (ra != NULL)
-                assert_string_equal(ra, "1");
+            if (ra == NULL || strcmp(ra, "1") != 0)
+                fail_msg("503 with Retry-After %s (expected 1)", ra ? ra : "missing");
             if (g[i].took_ms > 900)
                 fail_msg("shed after %lld ms: it should be at once", (long long)g[i].took_ms);
             shed++;
