@@ -85,6 +85,14 @@ cdn_now_ms(void)
 }
 
 int64_t
+cdn_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t
 cdn_wall_s(void)
 {
     return (int64_t)time(NULL);

@@ -98,9 +98,9 @@ struct req {
     bool follower;               /* reading a fetch another request leads */
     bool retried;                /* already re-joined once after a leader's failure */
     /* for the access log */
-    int64_t start_ms;            /* monotonic, first byte of the request seen */
+    int64_t start_us;            /* monotonic, first byte of the request seen */
     int64_t start_wall_ms;
-    int64_t origin_start_ms;     /* monotonic, when the current fetch was started; 0: none */
+    int64_t origin_start_us;     /* monotonic, when the current fetch was started */
     double origin_ms;            /* until the origin's head arrived; < 0: not asked */
     const char *version;
     const char *method;
@@ -156,7 +156,7 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->w.wake = wake_conn;
     r->w.owner = r;
     cdn_hdrs_init(&r->hdrs, r->arena);
-    r->start_ms = cdn_now_ms();
+    r->start_us = cdn_now_us();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     r->start_wall_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -188,7 +188,7 @@ log_request(struct req *r, enum MHD_RequestTerminationCode toe)
         .user_agent = ua ? ua->value : NULL,
         .outcome = outcome,
         .origin_ms = r->origin_ms,
-        .total_ms = (double)(cdn_now_ms() - r->start_ms),
+        .total_ms = (double)(cdn_now_us() - r->start_us) / 1000.0,
         .wall_s = r->start_wall_ms / 1000,
         .wall_ms = (unsigned)(r->start_wall_ms % 1000),
     };
@@ -390,7 +390,7 @@ start_forward(struct req *r, const char *method, bool for_cache, bool collapse)
     struct cdn_front *fe = r->fe;
     struct cdn_fetch *f = make_fetch(r, method, for_cache);
     r->follower = false;
-    r->origin_start_ms = cdn_now_ms();
+    r->origin_start_us = cdn_now_us();
     if (collapse && for_cache && fe->collapse && strcmp(method, "GET") == 0) {
         size_t cklen;
         const char *ck = collapse_key(r, &cklen);
@@ -788,7 +788,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
     struct cdn_front *fe = r->fe;
     int status = cdn_fetch_status(r->fetch);
     bool failed = s == CDN_FETCH_FAILED && status == 0;
-    r->origin_ms = (double)(cdn_now_ms() - r->origin_start_ms);
+    r->origin_ms = (double)(cdn_now_us() - r->origin_start_us) / 1000.0;
     /*
      * A follower goes upstream again: once, by joining again, when the leader could not connect
      * (one of the followers then leads the retry, the others follow it; a timeout is not retried:
@@ -813,7 +813,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
         }
         status = cdn_fetch_status(r->fetch);
         failed = s == CDN_FETCH_FAILED && status == 0;
-        r->origin_ms = (double)(cdn_now_ms() - r->origin_start_ms);
+        r->origin_ms = (double)(cdn_now_us() - r->origin_start_us) / 1000.0;
     }
     if (r->hit.lease) {
         const char *id = fe->cfg->cdn_id;

@@ -61,6 +61,7 @@ char *cdn_strndup(const char *s, size_t n);
 
 /* Monotonic clock in milliseconds (for timers) and wall clock in seconds (for HTTP dates). */
 int64_t cdn_now_ms(void);
+int64_t cdn_now_us(void); /* monotonic microseconds, for timings */
 int64_t cdn_wall_s(void);
 
 #endif
