@@ -176,6 +176,31 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
     metric(out, "cdnode_origin_errors_total", ctr, NULL, us.errors);
     metric(out, "cdnode_origin_bytes_in_total", ctr, NULL, us.bytes_in);
     metric(out, "cdnode_origin_active", gauge, NULL, us.active);
+    metric(out, "cdnode_origin_retries_total", ctr, NULL, us.retries);
+    metric(out, "cdnode_origin_shed_total", ctr, NULL, us.shed);
+    metric(out, "cdnode_origin_health_transitions_total", ctr, "{to=\"down\"}", us.marked_down);
+    metric(out, "cdnode_origin_health_transitions_total", NULL, "{to=\"up\"}", us.marked_up);
+    metric(out, "cdnode_origin_health_checks_total", ctr, NULL, us.health_checks);
+    struct cdn_origin_status os[CDN_MAX_ORIGINS];
+    size_t no = cdn_upstream_origins(a->up, os, CDN_MAX_ORIGINS);
+    if (no > CDN_MAX_ORIGINS)
+        no = CDN_MAX_ORIGINS;
+    static const char *const per[] = {"cdnode_origin_healthy", "cdnode_origin_outstanding",
+                                      "cdnode_origin_upstream_requests_total",
+                                      "cdnode_origin_failures_total"};
+    static const char *const per_type[] = {"gauge", "gauge", "counter", "counter"};
+    for (size_t m = 0; m < CDN_ARRAY_LEN(per); m++) {
+        for (size_t i = 0; i < no; i++) {
+            /* Origin URLs are validated at load (no quotes or backslashes can reach here). */
+            char label[300];
+            snprintf(label, sizeof(label), "{origin=\"%s\"}", os[i].url);
+            uint64_t v = m == 0   ? os[i].healthy
+                         : m == 1 ? os[i].outstanding
+                         : m == 2 ? os[i].requests
+                                  : os[i].failures;
+            metric(out, per[m], i == 0 ? per_type[m] : NULL, label, v);
+        }
+    }
     metric(out, "cdnode_collapse_leaders_total", ctr, NULL, cs.leaders);
     metric(out, "cdnode_collapse_followers_total", ctr, NULL, cs.followers);
     metric(out, "cdnode_collapse_unshared_total", ctr, NULL, fs.unshared);
@@ -517,11 +542,13 @@ json_counters(FILE *out, const char *name, const struct jnum *f, size_t n)
  * a column of its origins table.
  */
 static void
-origin_json(FILE *out, struct cdn_admin *a, size_t i)
+origin_json(FILE *out, const struct cdn_origin_status *o)
 {
     fputs("{\"url\": ", out);
-    json_str(out, a->cfg->origins[i]);
-    fputc('}', out);
+    json_str(out, o->url);
+    fprintf(out, ", \"healthy\": %s, \"outstanding\": %u, \"requests\": %llu, \"failures\": %llu}",
+            o->healthy ? "true" : "false", o->outstanding, (unsigned long long)o->requests,
+            (unsigned long long)o->failures);
 }
 
 /* GET /status.json: the numbers of the status page (and of /metrics) as one JSON object. */
@@ -563,9 +590,11 @@ status_json(struct cdn_admin *a, struct MHD_Connection *conn)
     else
         fputs(",\n  \"store\": null", out);
     fputs(",\n  \"origins\": [", out);
-    for (size_t i = 0; i < a->cfg->n_origins; i++) {
+    struct cdn_origin_status os[CDN_MAX_ORIGINS];
+    size_t no = cdn_upstream_origins(a->up, os, CDN_MAX_ORIGINS);
+    for (size_t i = 0; i < no && i < CDN_MAX_ORIGINS; i++) {
         fputs(i ? ", " : "", out);
-        origin_json(out, a, i);
+        origin_json(out, &os[i]);
     }
     fputs("]\n}\n", out);
     fclose(out);

@@ -93,6 +93,9 @@ static const struct key keys[] = {
     /* libcurl's per-host limit is a long; beyond this the OS runs out of ports first. */
     {"origin_max_connections", K_UINT, F(origin_max_connections), 1, 65535},
     {"max_inflight_misses", K_UINT, F(max_inflight_misses), 1, 1000000},
+    {"collapse_wait", K_MS, F(collapse_wait_ms), 1, UINT_MAX},
+    {"stale_if_error_grace", K_SECONDS, F(stale_if_error_grace_s), 0, UINT_MAX},
+    {"strip_cache_tags", K_BOOL, F(strip_cache_tags), 0, 0},
     {"cdn_id", K_CDN_ID, F(cdn_id), 0, 0},
     {"loop_allowance", K_UINT, F(loop_allowance), 0, UINT_MAX},
     {"forwarded", K_BOOL, F(forwarded), 0, 0},
@@ -681,6 +684,9 @@ cdn_config_defaults(struct cdn_config *c)
     c->origin_health_interval_ms = 5000;
     c->origin_max_connections = 256;
     c->max_inflight_misses = 1024;
+    c->collapse_wait_ms = 10000;
+    c->stale_if_error_grace_s = 0;
+    c->strip_cache_tags = true;
     c->cdn_id = default_cdn_id();
     c->loop_allowance = 0;
     c->forwarded = false;

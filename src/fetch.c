@@ -54,6 +54,7 @@ struct cdn_fetch {
     bool body_complete; /* every byte arrived; DONE waits for the store when storing */
     bool head_held;     /* head recorded but not published until cdn_fetch_stored() */
     bool store_acked;   /* cdn_fetch_stored() came before the head was even recorded */
+    bool followers_released; /* followers stop waiting for the head */
     /* sink (producer thread only, except `storing`, published with the head) */
     struct cdn_fetch_sink sink;
     bool has_sink;
@@ -405,7 +406,9 @@ cdn_fetch_wait_headers(struct cdn_fetch *f, struct cdn_waiter *w)
 {
     pthread_mutex_lock(&f->mu);
     enum cdn_fetch_state s = f->state;
-    if (s == CDN_FETCH_PENDING)
+    if (s == CDN_FETCH_PENDING && w->follower && f->followers_released)
+        w->timed_out = true;
+    else if (s == CDN_FETCH_PENDING)
         park(w);
     pthread_mutex_unlock(&f->mu);
     return s;
@@ -540,6 +543,20 @@ cdn_fetch_take_resume(struct cdn_fetch *f)
         f->producer_paused = false;
     pthread_mutex_unlock(&f->mu);
     return r;
+}
+
+void
+cdn_fetch_release_followers(struct cdn_fetch *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->followers_released = true;
+    for (struct cdn_waiter *w = f->waiters; w; w = w->next) {
+        if (w->parked && w->follower) {
+            w->parked = false;
+            w->wake(w);
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
 }
 
 bool

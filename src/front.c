@@ -390,6 +390,8 @@ start_forward(struct req *r, const char *method, bool for_cache, bool collapse)
     struct cdn_front *fe = r->fe;
     struct cdn_fetch *f = make_fetch(r, method, for_cache);
     r->follower = false;
+    r->w.follower = false;
+    r->w.timed_out = false;
     r->origin_start_us = cdn_now_us();
     if (collapse && for_cache && fe->collapse && strcmp(method, "GET") == 0) {
         size_t cklen;
@@ -400,6 +402,7 @@ start_forward(struct req *r, const char *method, bool for_cache, bool collapse)
             cdn_fetch_unref(f); /* never submitted: its sink ends unused */
             r->fetch = got;
             r->follower = true;
+            r->w.follower = true;
             return;
         case CDN_JOIN_LEAD:
             r->fetch = f;
@@ -551,10 +554,14 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
         }
     }
     /* The stored Age is an input to the age we send; a stored Content-Range is only replaced
-     * when we answer a range ourselves. */
-    static const char *const skip_full[] = {"Age", NULL};
-    static const char *const skip_range[] = {"Age", "Content-Range", NULL};
-    add_fields(r, resp, h, rr == CDN_RANGE_FULL ? skip_full : skip_range, h == &hit->hdrs);
+     * when we answer a range ourselves; purge tags stay here unless configured otherwise. */
+    static const char *const skip[2][2][5] = {
+        {{"Age", NULL}, {"Age", "Content-Range", NULL}},
+        {{"Age", "Surrogate-Key", "Cache-Tag", NULL},
+         {"Age", "Content-Range", "Surrogate-Key", "Cache-Tag", NULL}},
+    };
+    add_fields(r, resp, h, skip[fe->cfg->strip_cache_tags][rr != CDN_RANGE_FULL],
+               h == &hit->hdrs);
     if (rr != CDN_RANGE_FULL) {
         char cr_buf[64];
         MHD_add_response_header(resp, "Content-Range",
@@ -625,7 +632,8 @@ queue_forwarded(struct req *r, const char *method)
             cdn_hdrs_add(&out, in->v[i].name, in->v[i].nlen, in->v[i].value, in->v[i].vlen);
     if (via)
         cdn_hdrs_add(&out, via->name, via->nlen, via->value, via->vlen);
-    add_fields(r, resp, &out, NULL, false);
+    static const char *const tags[] = {"Surrogate-Key", "Cache-Tag", NULL};
+    add_fields(r, resp, &out, fe->cfg->strip_cache_tags ? tags : NULL, false);
     add_hop_fields(r, resp,
                    cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=%d%s", fe->cfg->cdn_id,
                                     r->fwd ? r->fwd : "miss", status, stored ? "; stored" : ""));
@@ -961,6 +969,15 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         cdn_fetch_upload_end(r->fetch);
     }
     enum cdn_fetch_state s = cdn_fetch_wait_headers(r->fetch, &r->w);
+    if (s == CDN_FETCH_PENDING && r->w.timed_out) {
+        r->phase = P_DONE;
+        return queue_text(r, 504,
+                          cdn_arena_printf(r->arena,
+                                           "timeout: waited %u ms for the fetch of another "
+                                           "request (collapse_wait)",
+                                           fe->cfg->collapse_wait_ms),
+                          false);
+    }
     if (s == CDN_FETCH_PENDING)
         return MHD_YES; /* parked: called again when the head arrives */
     r->phase = P_DONE;

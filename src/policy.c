@@ -27,7 +27,7 @@ cdn_policy_opts_from_config(const struct cdn_config *c, struct cdn_policy_opts *
     o->heuristic_max_s = c->heuristic_max_s;
     o->targeted = (const char *const *)c->target_cache_control;
     o->n_targeted = c->n_target_cache_control;
-    o->stale_if_error_grace_s = 0;
+    o->stale_if_error_grace_s = c->stale_if_error_grace_s;
 }
 
 bool

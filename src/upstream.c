@@ -58,6 +58,8 @@ struct xfer {
     int fail_status;
     bool paused;
     bool sink_wait; /* paused because the store was behind: retried on a short timer */
+    bool followers_released; /* collapse_wait passed without a head */
+    int64_t started_ms;
     int64_t last_ms;
     char reason[256];
     char errbuf[CURL_ERROR_SIZE];
@@ -510,6 +512,16 @@ check_timeouts(struct cdn_upstream *up, int64_t now)
             x->headers_done ? cfg->origin_idle_timeout_ms : cfg->origin_first_byte_timeout_ms;
         bool waiting_on_us = x->paused;
         int64_t deadline = x->last_ms + limit;
+        if (!x->headers_done && !x->followers_released) {
+            /* Requests that joined this fetch stop waiting for it after collapse_wait. */
+            int64_t fw = x->started_ms + cfg->collapse_wait_ms;
+            if (now >= fw) {
+                x->followers_released = true;
+                cdn_fetch_release_followers(x->f);
+            } else if (fw < next) {
+                next = fw;
+            }
+        }
         if (!waiting_on_us && now >= deadline) {
             if (x->headers_done)
                 xfer_fail(x, 504, "origin idle for more than %lld ms", (long long)limit);
@@ -817,6 +829,7 @@ cdn_upstream_submit(struct cdn_upstream *up, struct cdn_fetch *f)
     }
     atomic_fetch_add(&up->n_inflight, 1);
     struct xfer *x = cdn_calloc(1, sizeof(*x));
+    x->started_ms = cdn_now_ms();
     x->up = up;
     x->f = f;
     x->member = -1;

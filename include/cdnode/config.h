@@ -52,6 +52,13 @@ struct cdn_config {
     unsigned origin_health_interval_ms; /* origin_health_interval = DUR default 5s */
     unsigned origin_max_connections; /* origin_max_connections = N default 256 per upstream */
     unsigned max_inflight_misses; /* max_inflight_misses = N     default 1024 per node */
+    unsigned collapse_wait_ms;  /* collapse_wait = DUR           default 10s: a request waiting on
+                                   another's fetch gets 504 after this without a response head */
+    unsigned stale_if_error_grace_s; /* stale_if_error_grace = DUR default 0 (off): serve stale
+                                   this long past expiry when the origin fails, without a
+                                   stale-if-error directive (never against must-revalidate) */
+    bool strip_cache_tags;      /* strip_cache_tags = on|off    default on: Surrogate-Key and
+                                   Cache-Tag are not sent to clients */
     /* hops */
     char *cdn_id;               /* cdn_id = NAME (token)         default: derived from host name */
     unsigned loop_allowance;    /* loop_allowance = N            default 0: our id once = 508 */

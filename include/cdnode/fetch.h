@@ -36,6 +36,8 @@ struct cdn_waiter {
     struct cdn_waiter *next;
     uint64_t off;     /* body bytes this waiter has consumed */
     bool parked;      /* true between park() and wake(); only touched under the fetch mutex */
+    bool follower;    /* joined a fetch another request leads (set before waiting) */
+    bool timed_out;   /* a follower released by cdn_fetch_release_followers() */
     /* Called under the fetch mutex: park suspends the owner's connection, wake resumes it. */
     void (*park)(struct cdn_waiter *w);
     void (*wake)(struct cdn_waiter *w);
@@ -135,8 +137,14 @@ void cdn_fetch_attach(struct cdn_fetch *f, struct cdn_waiter *w);
 /* Detaches; if it was the last reader and nobody else keeps the fetch, the producer is asked to
  * cancel the transfer. */
 void cdn_fetch_detach(struct cdn_fetch *f, struct cdn_waiter *w);
-/* Returns the state; when PENDING, w has been parked (its park() was called). */
+/*
+ * Returns the state; when PENDING, w has been parked (its park() was called) — unless w is a
+ * follower and the followers were released: then w->timed_out is set and w is not parked.
+ */
 enum cdn_fetch_state cdn_fetch_wait_headers(struct cdn_fetch *f, struct cdn_waiter *w);
+/* Producer: followers have waited long enough for the head; wake them so they give up (the
+ * leader keeps waiting). */
+void cdn_fetch_release_followers(struct cdn_fetch *f);
 
 /* After HEADERS: the published response. The list and its strings live as long as the fetch. */
 int cdn_fetch_status(const struct cdn_fetch *f);

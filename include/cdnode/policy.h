@@ -35,8 +35,8 @@ struct cdn_policy_opts {
 };
 
 /*
- * Fills o from the configuration (heuristic_percent, heuristic_max_s, target_cache_control;
- * grace 0). o points into c's strings and lives as long as c.
+ * Fills o from the configuration (heuristic_percent, heuristic_max_s, target_cache_control,
+ * stale_if_error_grace). o points into c's strings and lives as long as c.
  */
 void cdn_policy_opts_from_config(const struct cdn_config *c, struct cdn_policy_opts *o);
 

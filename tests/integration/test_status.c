@@ -167,8 +167,11 @@ test_status_json(void **state)
     if (json_counter(json, "store", "used_pages") == 0 ||
         json_counter(json, "store", "used_pages") > json_counter(json, "store", "map_pages"))
         fail_msg("store pages make no sense: %s", json);
-    char origins[128];
-    snprintf(origins, sizeof(origins), "\n  \"origins\": [{\"url\": \"%s\"}]\n", t->origin_url);
+    char origins[256];
+    snprintf(origins, sizeof(origins),
+             "\n  \"origins\": [{\"url\": \"%s\", \"healthy\": true, \"outstanding\": 0, "
+             "\"requests\": 2, \"failures\": 0}]\n",
+             t->origin_url);
     if (strstr(json, origins) == NULL)
         fail_msg("no origins array with %s in %s", t->origin_url, json);
     free(json);
@@ -292,7 +295,7 @@ test_status_page_in_chromium(void **state)
     EXPECT_TEXT(dom, "followers", "0");
     EXPECT_TEXT(dom, "objects", "2");
 
-    char want[128];
+    char want[256];
     snprintf(want, sizeof(want), "%llu of ", json_counter(json, "store", "used_pages"));
     char *pages = dom_text(dom, "pages", NULL);
     if (strncmp(pages, want, strlen(want)) != 0 || strstr(pages, " pages") == NULL)
@@ -305,8 +308,11 @@ test_status_page_in_chromium(void **state)
     free(bar);
     free(json);
 
-    snprintf(want, sizeof(want), "<tr><td>%s</td></tr>", t->origin_url);
-    if (strstr(dom, "<tr><th>URL</th></tr>") == NULL || strstr(dom, want) == NULL)
+    snprintf(want, sizeof(want), "<tr><td>%s</td><td>true</td><td>0</td><td>2</td><td>0</td></tr>",
+             t->origin_url);
+    if (strstr(dom, "<tr><th>URL</th><th>healthy</th><th>outstanding</th><th>requests</th>"
+                    "<th>failures</th></tr>") == NULL ||
+        strstr(dom, want) == NULL)
         fail_msg("origins table without %s", t->origin_url);
     free(dom);
 
