@@ -10,12 +10,14 @@
 #include "cdnode/arena.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
+#include "cdnode/encoding.h"
 #include "cdnode/fetch.h"
 #include "cdnode/log.h"
 #include "cdnode/purge.h"
 #include "cdnode/store.h"
 
 #include <string.h>
+#include <zlib.h>
 
 #define CACHE_MAGIC 0xcac4e001u
 #define SINK_MAGIC 0x5174c0deu
@@ -211,7 +213,17 @@ struct sink {
     /* the put in progress */
     struct cdn_store_put *put;
     struct cdn_store_meta meta;
+    struct cdn_hdrs kept;    /* stored fields; encoded again at commit when coding adds one */
+    /* content coding */
+    struct cdn_gz *gz;       /* compressing an identity body as it is stored */
+    z_stream *check;         /* inflating an origin gzip body to validate it (output dropped) */
+    bool check_done;         /* the gzip stream ended cleanly */
+    uint64_t identity_len;
 };
+
+/* Bytes an origin gzip body may inflate to before it counts as a bomb and is not stored. */
+#define GZIP_CHECK_MAX(c) ((uint64_t)(c)->cfg->max_object_size * 64)
+
 
 /* When the stored response stops being fresh, as an eviction hint. */
 static int64_t
@@ -274,6 +286,115 @@ freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
     return true;
 }
 
+/* The Vary spec without accept-encoding: the front end negotiates gzip on its own. */
+static const char *
+spec_without_ae(const char *spec, size_t slen, struct cdn_arena *a, size_t *out_len)
+{
+    char *out = cdn_arena_alloc(a, slen + 1);
+    size_t n = 0;
+    const char *p = spec, *end = spec + slen, *e;
+    size_t el;
+    while (cdn_list_next(&p, end, &e, &el)) {
+        if (cdn_name_eq(e, el, "accept-encoding"))
+            continue;
+        if (n) {
+            memcpy(out + n, ", ", 2);
+            n += 2;
+        }
+        memcpy(out + n, e, el);
+        n += el;
+    }
+    out[n] = '\0';
+    *out_len = n;
+    return out;
+}
+
+bool
+cdn_vary_lists(const struct cdn_hdrs *h, const char *name)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        if (!cdn_name_eq(h->v[i].name, h->v[i].nlen, "Vary"))
+            continue;
+        const char *p = h->v[i].value, *end = p + h->v[i].vlen, *e;
+        size_t el;
+        while (cdn_list_next(&p, end, &e, &el))
+            if (cdn_name_eq(e, el, name) || (el == 1 && *e == '*'))
+                return true;
+    }
+    return false;
+}
+
+/* The stored fields of a body compressed here: gzip coding, weak validator, Vary. */
+static void
+mark_compressed(struct sink *s)
+{
+    struct cdn_hdrs *k = &s->kept;
+    const struct cdn_hdr *et = cdn_hdrs_get(k, "ETag");
+    const char *weak = et ? cdn_etag_weaken(et->value, et->vlen, s->arena) : NULL;
+    cdn_hdrs_remove(k, "ETag");
+    cdn_hdrs_remove(k, "Content-Encoding");
+    if (weak)
+        cdn_hdrs_add_str(k, "ETag", weak);
+    cdn_hdrs_add_str(k, "Content-Encoding", "gzip");
+    if (!cdn_vary_lists(k, "Accept-Encoding"))
+        cdn_hdrs_add_str(k, "Vary", "Accept-Encoding");
+}
+
+static void *
+zalloc(void *opaque, unsigned items, unsigned size)
+{
+    (void)opaque;
+    return cdn_calloc(items, size);
+}
+
+static void
+zfree(void *opaque, void *p)
+{
+    (void)opaque;
+    free(p);
+}
+
+/* Feeds origin gzip bytes to the validating inflater; false once the stream is broken. */
+static bool
+check_feed(struct sink *s, const char *p, size_t n)
+{
+    unsigned char scratch[16384];
+    z_stream *z = s->check;
+    z->next_in = (unsigned char *)p;
+    z->avail_in = (unsigned)n;
+    while (z->avail_in > 0) {
+        if (s->check_done)
+            return false; /* bytes after the end of the stream */
+        z->next_out = scratch;
+        z->avail_out = sizeof(scratch);
+        int rc = inflate(z, Z_NO_FLUSH);
+        s->identity_len += sizeof(scratch) - z->avail_out;
+        if (s->identity_len > GZIP_CHECK_MAX(s->c))
+            return false;
+        if (rc == Z_STREAM_END)
+            s->check_done = true;
+        else if (rc != Z_OK && !(rc == Z_BUF_ERROR && z->avail_out == 0))
+            return false;
+    }
+    return true;
+}
+
+static void
+drop_put(struct sink *s)
+{
+    if (s->put)
+        cdn_store_put_abort(s->put);
+    s->put = NULL;
+}
+
+static void
+put_emit(void *arg, const void *p, size_t n)
+{
+    struct sink *s = arg;
+    if (s->put && cdn_store_put_write(s->put, p, n) != 0)
+        drop_put(s);
+}
+
 static enum cdn_sink_take
 sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *resp,
           int64_t content_length)
@@ -291,16 +412,24 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
         return CDN_SINK_SKIP;
     }
     int64_t now = cdn_wall_s();
-    struct cdn_hdrs kept;
-    cdn_hdrs_init(&kept, s->arena);
+    struct cdn_hdrs *kept = &s->kept;
+    cdn_hdrs_init(kept, s->arena);
     for (size_t i = 0; i < resp->n; i++)
-        cdn_hdrs_add_copy(&kept, resp->v[i].name, resp->v[i].nlen, resp->v[i].value,
+        cdn_hdrs_add_copy(kept, resp->v[i].name, resp->v[i].nlen, resp->v[i].value,
                           resp->v[i].vlen);
+    cdn_hdrs_remove(kept, CDN_IDENTITY_LENGTH_FIELD); /* ours only: never from upstream */
     struct cdn_cc cc;
-    cdn_response_cc(&kept, &s->c->popts, &cc);
-    cdn_policy_strip_for_store(&kept, &cc);
+    cdn_response_cc(kept, &s->c->popts, &cc);
+    cdn_policy_strip_for_store(kept, &cc);
+    enum cdn_coding coding = cdn_content_coding(resp);
+    bool compress = s->c->cfg->gzip && coding == CDN_CODING_IDENTITY &&
+                    cdn_should_compress(status, resp, content_length, CDN_GZIP_MIN_SIZE,
+                                        cdn_gzip_default_types, cdn_gzip_default_ntypes);
+    bool gzipped = coding == CDN_CODING_GZIP;
     size_t slen, vlen;
     const char *spec = cdn_vary_spec(resp, s->arena, &slen);
+    if ((compress || gzipped) && !cdn_vary_is_star(spec, slen))
+        spec = spec_without_ae(spec, slen, s->arena, &slen);
     const char *vals = cdn_vary_values(spec, slen, &s->req, s->arena, &vlen);
     if (vals == NULL)
         return CDN_SINK_SKIP; /* Vary: * (cdn_storable refuses it already) */
@@ -316,12 +445,27 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
         m->vary = vary;
         m->vary_len = slen + 1 + vlen;
     }
-    m->headers = cdn_hdrblock_encode(&kept, s->arena, &m->headers_len);
-    set_tags(s, &kept, m);
+    if (compress) {
+        mark_compressed(s);
+        s->gz = cdn_gz_new(6);
+    } else if (gzipped) {
+        if (!cdn_vary_lists(kept, "Accept-Encoding"))
+            cdn_hdrs_add_str(kept, "Vary", "Accept-Encoding");
+        s->check = cdn_calloc(1, sizeof(*s->check));
+        s->check->zalloc = zalloc;
+        s->check->zfree = zfree;
+        if (inflateInit2(s->check, 15 + 16) != Z_OK) {
+            free(s->check);
+            s->check = NULL;
+            return CDN_SINK_SKIP;
+        }
+    }
+    m->headers = cdn_hdrblock_encode(kept, s->arena, &m->headers_len);
+    set_tags(s, kept, m);
     m->status = (uint32_t)status;
     m->request_time = s->request_time;
     m->response_time = now;
-    m->expires_at = expires_at(s, status, &kept, now);
+    m->expires_at = expires_at(s, status, kept, now);
     s->put = cdn_store_put_begin(s->c->store);
     return CDN_SINK_BODY;
 }
@@ -330,9 +474,38 @@ static void
 sink_data(void *arg, const char *p, size_t n)
 {
     struct sink *s = arg;
-    if (s->put && cdn_store_put_write(s->put, p, n) != 0) {
-        cdn_store_put_abort(s->put);
-        s->put = NULL;
+    if (s->put == NULL)
+        return;
+    if (s->gz) {
+        s->identity_len += n;
+        if (cdn_gz_write(s->gz, p, n, put_emit, s) != 0)
+            drop_put(s);
+        return;
+    }
+    if (s->check && !check_feed(s, p, n)) {
+        cdn_debug("store: %.*s: gzip body from origin does not inflate; not stored",
+                  (int)s->klen, s->key);
+        drop_put(s);
+        return;
+    }
+    put_emit(s, p, n);
+}
+
+/* At commit: finish the coding and record the identity length with the stored fields. */
+static void
+finish_coding(struct sink *s)
+{
+    if (s->gz && s->put && cdn_gz_finish(s->gz, put_emit, s) != 0)
+        drop_put(s);
+    if (s->check && !s->check_done) {
+        cdn_debug("store: %.*s: gzip body from origin is truncated; not stored", (int)s->klen,
+                  s->key);
+        drop_put(s);
+    }
+    if (s->put && (s->gz || s->check)) {
+        cdn_hdrs_add_str(&s->kept, CDN_IDENTITY_LENGTH_FIELD,
+                         cdn_arena_printf(s->arena, "%llu", (unsigned long long)s->identity_len));
+        s->meta.headers = cdn_hdrblock_encode(&s->kept, s->arena, &s->meta.headers_len);
     }
 }
 
@@ -341,6 +514,8 @@ sink_end(void *arg, struct cdn_fetch *f, bool complete)
 {
     struct sink *s = arg;
     CDN_CHECK_MAGIC(s, SINK_MAGIC);
+    if (complete)
+        finish_coding(s);
     if (s->put) {
         if (complete) {
             cdn_fetch_ref(f);
@@ -350,6 +525,11 @@ sink_end(void *arg, struct cdn_fetch *f, bool complete)
         }
     } else if (complete) {
         cdn_fetch_stored(f); /* the put failed earlier: nothing to wait for */
+    }
+    cdn_gz_free(s->gz);
+    if (s->check) {
+        inflateEnd(s->check);
+        free(s->check);
     }
     cdn_arena_free(s->arena);
     free(s->method);

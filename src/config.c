@@ -96,6 +96,7 @@ static const struct key keys[] = {
     {"collapse_wait", K_MS, F(collapse_wait_ms), 1, UINT_MAX},
     {"stale_if_error_grace", K_SECONDS, F(stale_if_error_grace_s), 0, UINT_MAX},
     {"strip_cache_tags", K_BOOL, F(strip_cache_tags), 0, 0},
+    {"gzip", K_BOOL, F(gzip), 0, 0},
     {"cdn_id", K_CDN_ID, F(cdn_id), 0, 0},
     {"loop_allowance", K_UINT, F(loop_allowance), 0, UINT_MAX},
     {"forwarded", K_BOOL, F(forwarded), 0, 0},
@@ -687,6 +688,7 @@ cdn_config_defaults(struct cdn_config *c)
     c->collapse_wait_ms = 10000;
     c->stale_if_error_grace_s = 0;
     c->strip_cache_tags = true;
+    c->gzip = true;
     c->cdn_id = default_cdn_id();
     c->loop_allowance = 0;
     c->forwarded = false;

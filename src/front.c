@@ -26,6 +26,7 @@
 #include "cdnode/collapse.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
+#include "cdnode/encoding.h"
 #include "cdnode/fetch.h"
 #include "cdnode/headers.h"
 #include "cdnode/hop.h"
@@ -107,6 +108,7 @@ struct req {
     int status_sent;
     uint64_t bytes_sent;
     const char *outcome;
+    struct cdn_gunzip *gunzip;   /* inflating a stored gzip body for a client without gzip */
 };
 
 static void
@@ -119,6 +121,7 @@ req_unref(struct req *r)
         cdn_fetch_detach(r->fetch, &r->w);
         cdn_fetch_unref(r->fetch);
     }
+    cdn_gunzip_free(r->gunzip);
     cdn_cache_hit_release(&r->hit);
     cdn_arena_free(r->arena);
     r->magic = 0;
@@ -485,6 +488,49 @@ add_fields(struct req *r, struct MHD_Response *resp, const struct cdn_hdrs *h,
     }
 }
 
+static ssize_t
+gunzip_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct req *r = cls;
+    ssize_t n = cdn_gunzip_read(r->gunzip, buf, max);
+    if (n > 0) {
+        r->bytes_sent += (uint64_t)n;
+        atomic_fetch_add_explicit(&r->fe->n_bytes_out, (uint64_t)n, memory_order_relaxed);
+        return n;
+    }
+    if (n == 0)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    cdn_warn("stored gzip body does not inflate: %s", cdn_strerror((int)n));
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+/* A stored gzip body that this client cannot take and the response allows us to inflate. */
+static bool
+needs_gunzip(struct req *r, const struct cdn_hdrs *h)
+{
+    if (cdn_content_coding(h) != CDN_CODING_GZIP || cdn_accepts_gzip(&r->hdrs))
+        return false;
+    struct cdn_cc cc;
+    cdn_cc_from_hdrs(h, "Cache-Control", &cc);
+    return !cc.no_transform;
+}
+
+/* The identity length stored with a gzip body, or -1. */
+static int64_t
+identity_length(const struct cdn_hdrs *h)
+{
+    const struct cdn_hdr *f = cdn_hdrs_get(h, CDN_IDENTITY_LENGTH_FIELD);
+    if (f == NULL || f->vlen == 0 || f->vlen > 18)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < f->vlen; i++) {
+        if (f->value[i] < '0' || f->value[i] > '9')
+            return -1;
+        v = v * 10 + (f->value[i] - '0');
+    }
+    return v;
+}
+
 /*
  * Serves the stored response of r->hit with fields `h` (the stored ones, or freshened by a 304):
  * client conditionals, then Range, then the body straight from the lease. `cs` is our
@@ -513,12 +559,27 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
     uint64_t first = 0, last = size ? size - 1 : 0;
     enum cdn_range_result rr = CDN_RANGE_FULL;
     enum cdn_cond_result cr = cdn_eval_conditionals(method, &r->hdrs, &st);
-    if (cr == CDN_COND_PROCEED)
+    /* A client without gzip gets the stored gzip body inflated; ranges of that representation
+     * are not answered (the whole body is: never wrong bytes). */
+    bool gunzip = needs_gunzip(r, h);
+    if (cr == CDN_COND_PROCEED && !gunzip)
         rr = cdn_range_eval(method, &r->hdrs, &st, size, &first, &last);
     struct MHD_Response *resp;
     if (cr == CDN_COND_412 || rr == CDN_RANGE_UNSATISFIABLE) {
         status = cr == CDN_COND_412 ? 412 : 416;
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    } else if (gunzip) {
+        if (cr == CDN_COND_304)
+            status = 304;
+        int64_t ilen = identity_length(h);
+        uint64_t bound = ilen >= 0 ? (uint64_t)ilen : (uint64_t)fe->cfg->max_object_size * 64;
+        r->gunzip = cdn_gunzip_new(iov, niov, bound);
+        /* Unknown length would make libmicrohttpd frame a 304 as chunked: 0 then. */
+        uint64_t total = ilen >= 0 ? (uint64_t)ilen : status == 304 ? 0 : MHD_SIZE_UNKNOWN;
+        resp = MHD_create_response_from_callback(total, 32 * 1024, gunzip_reader, r, release_req);
+        if (resp == NULL)
+            return queue_text(r, 500, "cannot create response", true);
+        atomic_fetch_add(&r->refs, 1); /* released with the response: it reads the lease */
     } else {
         /* A 304 is built like the 200 it stands for: libmicrohttpd sends no body for 304 and
          * its Content-Length then equals the stored length (RFC 9110 §8.6). */
@@ -554,14 +615,28 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
         }
     }
     /* The stored Age is an input to the age we send; a stored Content-Range is only replaced
-     * when we answer a range ourselves; purge tags stay here unless configured otherwise. */
-    static const char *const skip[2][2][5] = {
-        {{"Age", NULL}, {"Age", "Content-Range", NULL}},
-        {{"Age", "Surrogate-Key", "Cache-Tag", NULL},
-         {"Age", "Content-Range", "Surrogate-Key", "Cache-Tag", NULL}},
-    };
-    add_fields(r, resp, h, skip[fe->cfg->strip_cache_tags][rr != CDN_RANGE_FULL],
-               h == &hit->hdrs);
+     * when we answer a range ourselves; purge tags stay here unless configured otherwise; an
+     * inflated body has no Content-Encoding and only a weak validator. */
+    const char *skip[10];
+    size_t ns = 0;
+    skip[ns++] = "Age";
+    skip[ns++] = CDN_IDENTITY_LENGTH_FIELD;
+    if (rr != CDN_RANGE_FULL)
+        skip[ns++] = "Content-Range";
+    if (fe->cfg->strip_cache_tags) {
+        skip[ns++] = "Surrogate-Key";
+        skip[ns++] = "Cache-Tag";
+    }
+    if (gunzip) {
+        skip[ns++] = "Content-Encoding";
+        skip[ns++] = "ETag";
+        const struct cdn_hdr *et = cdn_hdrs_get(h, "ETag");
+        const char *weak = et ? cdn_etag_weaken(et->value, et->vlen, r->arena) : NULL;
+        if (weak)
+            MHD_add_response_header(resp, "ETag", weak);
+    }
+    skip[ns] = NULL;
+    add_fields(r, resp, h, skip, h == &hit->hdrs);
     if (rr != CDN_RANGE_FULL) {
         char cr_buf[64];
         MHD_add_response_header(resp, "Content-Range",
@@ -625,15 +700,22 @@ queue_forwarded(struct req *r, const char *method)
     struct cdn_hdrs out;
     cdn_hdrs_init(&out, r->arena);
     cdn_hop_response_headers(in, &out, &fe->hop);
-    cdn_hdrs_remove(&out, "Via"); /* re-added with Cache-Status below */
-    const struct cdn_hdr *via = cdn_hdrs_get(in, "Via");
+    /* Upstream Via lines go last, in order, so ours (added with Cache-Status) follows them. */
+    cdn_hdrs_remove(&out, "Via");
     for (size_t i = 0; i < in->n; i++)
-        if (&in->v[i] != via && cdn_name_eq(in->v[i].name, in->v[i].nlen, "Via"))
+        if (cdn_name_eq(in->v[i].name, in->v[i].nlen, "Via"))
             cdn_hdrs_add(&out, in->v[i].name, in->v[i].nlen, in->v[i].value, in->v[i].vlen);
-    if (via)
-        cdn_hdrs_add(&out, via->name, via->nlen, via->value, via->vlen);
-    static const char *const tags[] = {"Surrogate-Key", "Cache-Tag", NULL};
-    add_fields(r, resp, &out, fe->cfg->strip_cache_tags ? tags : NULL, false);
+    /* The stored copy will be gzip and negotiated on Accept-Encoding: say so from the start. */
+    enum cdn_coding coding = cdn_content_coding(in);
+    if (stored &&
+        (coding == CDN_CODING_GZIP ||
+         (fe->cfg->gzip && cdn_should_compress(status, in, cl, CDN_GZIP_MIN_SIZE, cdn_gzip_default_types,
+                                               cdn_gzip_default_ntypes))) &&
+        !cdn_vary_lists(in, "Accept-Encoding"))
+        cdn_hdrs_add_str(&out, "Vary", "Accept-Encoding");
+    static const char *const skip[] = {"Surrogate-Key", "Cache-Tag", CDN_IDENTITY_LENGTH_FIELD,
+                                       NULL};
+    add_fields(r, resp, &out, fe->cfg->strip_cache_tags ? skip : skip + 2, false);
     add_hop_fields(r, resp,
                    cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=%d%s", fe->cfg->cdn_id,
                                     r->fwd ? r->fwd : "miss", status, stored ? "; stored" : ""));

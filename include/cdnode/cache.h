@@ -20,6 +20,15 @@
 #include "cdnode/headers.h"
 #include "cdnode/policy.h"
 
+/*
+ * Stored with a gzip body (compressed here or by the origin): the length of the identity body,
+ * so clients that do not take gzip get a Content-Length too. Never sent to clients.
+ */
+#define CDN_IDENTITY_LENGTH_FIELD "cdnode-Identity-Length"
+
+/* Identity bodies below this many bytes are not worth compressing. */
+#define CDN_GZIP_MIN_SIZE 1024
+
 struct cdn_arena;
 struct cdn_config;
 struct cdn_fetch_sink;
@@ -56,6 +65,9 @@ int cdn_cache_lookup(struct cdn_cache *c, const char *key, size_t klen,
 /* Ends a hit's lease; NULL-safe on a zeroed hit. */
 void cdn_cache_hit_release(struct cdn_hit *hit);
 
+/* True when a Vary field of h lists `name` (case-insensitive) or is "*". */
+bool cdn_vary_lists(const struct cdn_hdrs *h, const char *name);
+
 /* Encodes fields as "name\0value\0" pairs into the arena. */
 const char *cdn_hdrblock_encode(const struct cdn_hdrs *h, struct cdn_arena *a, size_t *len);
 /* Decodes a block (pointers into p). Returns 0, or CDN_ECORRUPT for a malformed block. */
@@ -75,7 +87,11 @@ struct cdn_cache_sink_req {
  * answering a revalidation freshens the stored variant (metadata only); a storable response
  * (policy.h cdn_storable, body within max_object_size) is stored as it streams and committed when
  * complete (an incomplete body is never stored); an unstorable response that replaces a
- * revalidated one deletes it. Everything the sink needs is copied; it frees itself in end().
+ * revalidated one deletes it. Content coding: an identity body the policy finds compressible
+ * (encoding.h cdn_should_compress; config `gzip`) is stored gzip-compressed, with a weakened
+ * ETag and Vary: Accept-Encoding; a gzip body from the origin is checked as it streams and not
+ * stored when it does not inflate. Either way Accept-Encoding leaves the variant key: the front
+ * end negotiates gzip itself. Everything the sink needs is copied; it frees itself in end().
  */
 void cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r,
                     struct cdn_fetch_sink *out);

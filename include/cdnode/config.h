@@ -59,6 +59,8 @@ struct cdn_config {
                                    stale-if-error directive (never against must-revalidate) */
     bool strip_cache_tags;      /* strip_cache_tags = on|off    default on: Surrogate-Key and
                                    Cache-Tag are not sent to clients */
+    bool gzip;                  /* gzip = on|off                default on: store compressible
+                                   identity responses gzip-compressed (text, JSON, SVG, ...) */
     /* hops */
     char *cdn_id;               /* cdn_id = NAME (token)         default: derived from host name */
     unsigned loop_allowance;    /* loop_allowance = N            default 0: our id once = 508 */
