@@ -1,0 +1,560 @@
+/*
+ * Tiers of real nodes (DESIGN.md §6): a child whose upstream is a parent node, and chains of
+ * three. Each hop appends its Via and CDN-Loop entries to the request and its Via and Cache-Status
+ * members to the response, never rewriting another hop's; both tiers collapse concurrent misses;
+ * two nodes pointed at each other end the loop with 508 instead of forwarding forever; a child
+ * hashing over two parents keeps each object on one parent and fails over when one is gone.
+ *
+ * Which parent served a response is read from its Via members; how often a node went upstream from
+ * its /metrics. Every node of a test lives in a static struct h_node, because the teardown stops
+ * the processes after the test function has returned.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_MEMBERS 8
+#define READ_MS 20000 /* bound on reading a whole burst */
+
+/* Every node besides t->node; reset at the start of each test. */
+static struct h_node nodes[4];
+
+static void
+reset_nodes(void)
+{
+    memset(nodes, 0, sizeof(nodes));
+}
+
+static void
+start(struct h_test *t, struct h_node *n, const char *id, const char *origin,
+      const char *const *extra)
+{
+    if (h_node_start(t, n, id, origin, extra) != 0)
+        fail_msg("node %s did not start", id);
+}
+
+static void
+url_of(const struct h_node *n, char *out, size_t len)
+{
+    snprintf(out, len, "http://127.0.0.1:%d", n->port);
+}
+
+/*
+ * All values of the response fields `name`, in order, joined with ", ". The result lives in one of
+ * four static buffers used in turn, so up to four calls may share one printf.
+ */
+static const char *
+resp_join(const struct h_resp *r, const char *name)
+{
+    static char bufs[4][4096];
+    static unsigned turn;
+    char *out = bufs[turn++ % 4];
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->n_h; i++) {
+        if (strcasecmp(r->h[i].name, name) != 0)
+            continue;
+        int w = snprintf(out + k, sizeof(bufs[0]) - k, "%s%s", k ? ", " : "", r->h[i].value);
+        if (w < 0 || (size_t)w >= sizeof(bufs[0]) - k)
+            break;
+        k += (size_t)w;
+    }
+    return out;
+}
+
+/*
+ * Splits the response's Cache-Status members (commas outside quoted strings) into m, at most
+ * MAX_MEMBERS of 256 bytes each. Returns their number.
+ */
+static int
+cs_members(const struct h_resp *r, char m[MAX_MEMBERS][256])
+{
+    const char *all = resp_join(r, "Cache-Status");
+    int n = 0;
+    size_t k = 0;
+    bool quoted = false;
+    for (const char *p = all; *p && n < MAX_MEMBERS; p++) {
+        if (*p == '"')
+            quoted = !quoted;
+        if (*p == ',' && !quoted) {
+            m[n++][k] = '\0';
+            k = 0;
+            while (p[1] == ' ')
+                p++;
+            continue;
+        }
+        if (k + 1 < 256)
+            m[n][k++] = *p;
+    }
+    if (*all && n < MAX_MEMBERS)
+        m[n++][k] = '\0';
+    return n;
+}
+
+/* Whether member begins with "<id>; fwd=uri-miss" and has the "stored" parameter. */
+static bool
+is_stored_miss(const char *member, const char *id)
+{
+    char want[128];
+    snprintf(want, sizeof(want), "%s; fwd=uri-miss", id);
+    return strncmp(member, want, strlen(want)) == 0 && strstr(member, "; stored") != NULL;
+}
+
+/* Whether member is "<id>; hit..." and did not go upstream. */
+static bool
+is_hit(const char *member, const char *id)
+{
+    char want[128];
+    snprintf(want, sizeof(want), "%s; hit", id);
+    return strncmp(member, want, strlen(want)) == 0 && strstr(member, "fwd=") == NULL;
+}
+
+/* Value of the unlabelled metric `name` from the /metrics of the node on admin_port, or -1. */
+static long long
+metric_of(int admin_port, const char *name)
+{
+    struct h_resp r;
+    if (h_get(admin_port, "/metrics", "Authorization: Bearer " H_TOKEN "\r\n", &r) != 0)
+        return -1;
+    long long v = -1;
+    size_t n = strlen(name);
+    for (const char *p = r.status == 200 ? r.body : NULL; p && *p;) {
+        if (strncmp(p, name, n) == 0 && p[n] == ' ') {
+            v = strtoll(p + n + 1, NULL, 10);
+            break;
+        }
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    h_resp_free(&r);
+    return v;
+}
+
+#define EXPECT_METRIC(node, name, n)                                                               \
+    do {                                                                                           \
+        long long got_ = metric_of((node)->admin_port, (name));                                    \
+        if (got_ != (n))                                                                           \
+            fail_msg("line %d: %s of the node on port %d is %lld (expected %lld)", __LINE__,       \
+                     (name), (node)->port, got_, (long long)(n));                                  \
+    } while (0)
+
+#define EXPECT_COUNT(t, path, n)                                                                   \
+    do {                                                                                           \
+        long got_ = h_origin_count((t), (path));                                                   \
+        if (got_ != (n))                                                                           \
+            fail_msg("line %d: origin saw %ld requests for %s (expected %d)", __LINE__, got_,      \
+                     (path), (n));                                                                 \
+    } while (0)
+
+/* GET target from port: a 200 with body `body`, or the test fails. */
+static void
+get_body(int port, const char *target, const char *extra, const char *body, struct h_resp *r)
+{
+    if (h_get(port, target, extra, r) != 0)
+        fail_msg("GET %s: no response", target);
+    if (r->status != 200 || !r->complete || r->body == NULL || strcmp(r->body, body) != 0)
+        fail_msg("GET %s: status %d, complete %d, body \"%s\" (expected \"%s\"), Via \"%s\", "
+                 "Cache-Status \"%s\"",
+                 target, r->status, r->complete, r->body ? r->body : "(none)", body,
+                 resp_join(r, "Via"), resp_join(r, "Cache-Status"));
+}
+
+/*
+ * Checks a miss that passed through every node of ids[0..n) (ids[0] nearest the origin): Via
+ * names them in that order after the origin's own Via (origin_via, NULL if none), and each node
+ * appended a "fwd=uri-miss ... stored" Cache-Status member.
+ */
+static void
+expect_chain_miss(const struct h_resp *r, const char *origin_via, const char *const *ids, int n)
+{
+    char want[512] = "";
+    size_t k = 0;
+    if (origin_via)
+        k += (size_t)snprintf(want, sizeof(want), "%s", origin_via);
+    for (int i = 0; i < n; i++)
+        k += (size_t)snprintf(want + k, sizeof(want) - k, "%s1.1 %s", k ? ", " : "", ids[i]);
+    const char *via = resp_join(r, "Via");
+    if (strcmp(via, want) != 0)
+        fail_msg("response Via \"%s\" (expected \"%s\")", via, want);
+    char m[MAX_MEMBERS][256];
+    int nm = cs_members(r, m);
+    if (nm != n)
+        fail_msg("Cache-Status \"%s\" has %d members (expected %d)", resp_join(r, "Cache-Status"),
+                 nm, n);
+    for (int i = 0; i < n; i++)
+        if (!is_stored_miss(m[i], ids[i]))
+            fail_msg("Cache-Status member %d is \"%s\" (expected \"%s; fwd=uri-miss...; stored\"); "
+                     "all: \"%s\"",
+                     i + 1, m[i], ids[i], resp_join(r, "Cache-Status"));
+}
+
+/* Checks the origin's view of the last request for path: Via and CDN-Loop list the nodes from
+ * the client's side inward, ids[n-1] first. */
+static void
+expect_origin_hops(struct h_test *t, const char *path, const char *const *ids, int n)
+{
+    char *head = h_origin_last(t, path);
+    if (head == NULL)
+        fail_msg("the origin has no request for %s", path);
+    char via_want[512] = "", loop_want[512] = "";
+    size_t kv = 0, kl = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        const char *sep = i == n - 1 ? "" : ", ";
+        kv += (size_t)snprintf(via_want + kv, sizeof(via_want) - kv, "%s1.1 %s", sep, ids[i]);
+        kl += (size_t)snprintf(loop_want + kl, sizeof(loop_want) - kl, "%s%s", sep, ids[i]);
+    }
+    char *via = h_head_join(head, "Via");
+    char *loop = h_head_join(head, "CDN-Loop");
+    bool ok = via && loop && strcmp(via, via_want) == 0 && strcmp(loop, loop_want) == 0;
+    printf("tiers: the origin saw Via \"%s\" and CDN-Loop \"%s\"\n", via ? via : "(none)",
+           loop ? loop : "(none)");
+    if (!ok)
+        fail_msg("origin saw Via \"%s\", CDN-Loop \"%s\" (expected \"%s\" and \"%s\"); head:\n%s",
+                 via ? via : "(none)", loop ? loop : "(none)", via_want, loop_want, head);
+    free(via);
+    free(loop);
+    free(head);
+}
+
+/* Two tiers: the first request misses on both, the second hits the child. */
+static void
+test_child_parent(void **state)
+{
+    struct h_test *t = *state;
+    reset_nodes();
+    struct h_node *parent = &nodes[0], *child = &t->node;
+    char purl[64];
+    start(t, parent, "parent-t", t->origin_url, NULL);
+    url_of(parent, purl, sizeof(purl));
+    start(t, child, "child-t", purl, NULL);
+    const char *ids[] = {"parent-t", "child-t"};
+    const char *target = "/tier?cc=max-age=60&body=two-tiers";
+
+    struct h_resp r;
+    get_body(child->port, target, NULL, "two-tiers", &r);
+    printf("tiers: first GET: Via \"%s\", Cache-Status \"%s\"\n", resp_join(&r, "Via"),
+           resp_join(&r, "Cache-Status"));
+    expect_chain_miss(&r, NULL, ids, 2);
+    h_resp_free(&r);
+    expect_origin_hops(t, "/tier", ids, 2);
+
+    get_body(child->port, target, NULL, "two-tiers", &r);
+    char m[MAX_MEMBERS][256];
+    int nm = cs_members(&r, m);
+    printf("tiers: second GET: Via \"%s\", Cache-Status \"%s\"\n", resp_join(&r, "Via"),
+           resp_join(&r, "Cache-Status"));
+    if (nm < 1 || !is_hit(m[nm - 1], "child-t"))
+        fail_msg("second GET: Cache-Status \"%s\" (expected the last member \"child-t; hit\")",
+                 resp_join(&r, "Cache-Status"));
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/tier", 1);
+    EXPECT_METRIC(parent, "cdnode_origin_requests_total", 1);
+    EXPECT_METRIC(child, "cdnode_origin_requests_total", 1);
+    H_PASS(t);
+}
+
+/*
+ * Three tiers: every hop shows up once, in order, in both directions; the origin's own Via (a
+ * proxy in front of it) stays first.
+ */
+static void
+test_three_tiers(void **state)
+{
+    struct h_test *t = *state;
+    reset_nodes();
+    struct h_node *a = &nodes[0], *b = &nodes[1], *c = &t->node;
+    char aurl[64], burl[64];
+    start(t, a, "tier-a", t->origin_url, NULL);
+    url_of(a, aurl, sizeof(aurl));
+    start(t, b, "tier-b", aurl, NULL);
+    url_of(b, burl, sizeof(burl));
+    start(t, c, "tier-c", burl, NULL);
+    const char *ids[] = {"tier-a", "tier-b", "tier-c"};
+    const char *target = "/three?cc=max-age=60&body=three-tiers&h=Via:1.1%20origin-lb";
+
+    struct h_resp r;
+    get_body(c->port, target, NULL, "three-tiers", &r);
+    printf("tiers: three tiers, first GET: Via \"%s\", Cache-Status \"%s\"\n", resp_join(&r, "Via"),
+           resp_join(&r, "Cache-Status"));
+    expect_chain_miss(&r, "1.1 origin-lb", ids, 3);
+    h_resp_free(&r);
+    expect_origin_hops(t, "/three", ids, 3);
+
+    get_body(c->port, target, NULL, "three-tiers", &r);
+    char m[MAX_MEMBERS][256];
+    int nm = cs_members(&r, m);
+    if (nm < 1 || !is_hit(m[nm - 1], "tier-c"))
+        fail_msg("second GET: Cache-Status \"%s\" (expected the last member \"tier-c; hit\")",
+                 resp_join(&r, "Cache-Status"));
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/three", 1);
+    H_PASS(t);
+}
+
+/* Offset of the first byte of body that is not testorigin's size= pattern, or -1. */
+static long
+pattern_mismatch(const char *body, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (body[i] != (char)('a' + i % 26))
+            return (long)i;
+    return -1;
+}
+
+/*
+ * Thirty clients miss on one URL at the child at once: the child sends one request to the parent,
+ * the parent one to the origin, and every client gets the whole body.
+ */
+static void
+test_both_tiers_collapse(void **state)
+{
+    struct h_test *t = *state;
+    reset_nodes();
+    struct h_node *parent = &nodes[0], *child = &t->node;
+    char purl[64];
+    start(t, parent, "parent-c", t->origin_url, NULL);
+    url_of(parent, purl, sizeof(purl));
+    start(t, child, "child-c", purl, NULL);
+    const char *target = "/both?delay_ms=1000&size=20000&cc=max-age=60";
+    enum { N = 30, SIZE = 20000 };
+    struct h_conn c[N];
+    struct h_resp r[N];
+    for (int i = 0; i < N; i++)
+        if (h_conn_open(&c[i], child->port) != 0)
+            fail_msg("connection %d of %d to the child failed", i + 1, N);
+    int64_t t0 = h_now_ms();
+    for (int i = 0; i < N; i++)
+        if (h_conn_sendf(&c[i], "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", target,
+                         child->port) != 0)
+            fail_msg("client %d: the child closed the connection before the request was sent",
+                     i + 1);
+    int64_t send_ms = h_now_ms() - t0;
+    if (send_ms >= 1000)
+        fail_msg("sending %d requests took %lld ms, longer than the origin's delay", N,
+                 (long long)send_ms);
+    int64_t deadline = h_now_ms() + READ_MS;
+    for (int i = 0; i < N; i++) {
+        int64_t left = deadline - h_now_ms();
+        if (h_read_response(&c[i], &r[i], false, left > 0 ? (int)left : 1) != 0)
+            fail_msg("client %d of %d got no response", i + 1, N);
+        h_conn_close(&c[i]);
+    }
+    int64_t wall = h_now_ms() - t0;
+    long origin = h_origin_count(t, "/both");
+    printf("tiers: collapse: %d clients, origin requests %ld, parent upstream %lld, child upstream "
+           "%lld, child leaders %lld / followers %lld, parent leaders %lld / followers %lld, wall "
+           "%lld ms (sent in %lld ms)\n",
+           N, origin, metric_of(parent->admin_port, "cdnode_origin_requests_total"),
+           metric_of(child->admin_port, "cdnode_origin_requests_total"),
+           metric_of(child->admin_port, "cdnode_collapse_leaders_total"),
+           metric_of(child->admin_port, "cdnode_collapse_followers_total"),
+           metric_of(parent->admin_port, "cdnode_collapse_leaders_total"),
+           metric_of(parent->admin_port, "cdnode_collapse_followers_total"), (long long)wall,
+           (long long)send_ms);
+    for (int i = 0; i < N; i++) {
+        if (r[i].status != 200 || !r[i].complete || r[i].body_len != SIZE)
+            fail_msg("client %d: status %d, %zu of %d bytes, complete %d, Cache-Status \"%s\"",
+                     i + 1, r[i].status, r[i].body_len, SIZE, r[i].complete,
+                     resp_join(&r[i], "Cache-Status"));
+        long bad = pattern_mismatch(r[i].body, r[i].body_len);
+        if (bad >= 0)
+            fail_msg("client %d: body differs from the origin's at byte %ld", i + 1, bad);
+    }
+    for (int i = 0; i < N; i++)
+        h_resp_free(&r[i]);
+    if (origin != 1)
+        fail_msg("origin saw %ld requests for /both (expected 1)", origin);
+    if (wall >= 5000)
+        fail_msg("the burst took %lld ms (expected well under 5000)", (long long)wall);
+    EXPECT_METRIC(child, "cdnode_origin_requests_total", 1);
+    EXPECT_METRIC(parent, "cdnode_origin_requests_total", 1);
+    EXPECT_METRIC(child, "cdnode_collapse_leaders_total", 1);
+    EXPECT_METRIC(child, "cdnode_collapse_followers_total", N - 1);
+    H_PASS(t);
+}
+
+/*
+ * X's upstream is Y and Y's is X. A request to X goes to Y, back to X, which finds its own id in
+ * CDN-Loop and answers 508; that answer travels back through Y and X. Each node forwarded once.
+ */
+static void
+test_loop_508(void **state)
+{
+    struct h_test *t = *state;
+    reset_nodes();
+    struct h_node *x = &t->node, *y = &nodes[0];
+    x->port = h_free_port();
+    do
+        y->port = h_free_port();
+    while (y->port == x->port);
+    char xurl[64], yurl[64];
+    url_of(x, xurl, sizeof(xurl));
+    url_of(y, yurl, sizeof(yurl));
+    start(t, x, "loop-x", yurl, NULL);
+    start(t, y, "loop-y", xurl, NULL);
+
+    int64_t t0 = h_now_ms();
+    struct h_resp r;
+    if (h_get(x->port, "/loop?cc=max-age=60&body=never", NULL, &r) != 0)
+        fail_msg("GET /loop: no response within %d ms", H_TIMEOUT_MS);
+    int64_t took = h_now_ms() - t0;
+    printf("tiers: loop: status %d in %lld ms, Via \"%s\", Cache-Status \"%s\", body \"%s\"\n",
+           r.status, (long long)took, resp_join(&r, "Via"), resp_join(&r, "Cache-Status"),
+           r.body ? r.body : "(none)");
+    if (r.status != 508)
+        fail_msg("GET /loop: status %d (expected 508)", r.status);
+    if (r.body == NULL || strstr(r.body, "loop-x") == NULL)
+        fail_msg("508 body \"%s\" does not name loop-x", r.body ? r.body : "(none)");
+    if (took >= 3000)
+        fail_msg("the loop took %lld ms to end (expected under 3000)", (long long)took);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/loop", 0);
+    EXPECT_METRIC(x, "cdnode_loops_total", 1);
+    EXPECT_METRIC(y, "cdnode_loops_total", 0);
+    EXPECT_METRIC(x, "cdnode_origin_requests_total", 1);
+    EXPECT_METRIC(y, "cdnode_origin_requests_total", 1);
+    H_PASS(t);
+}
+
+/* Which of the parent ids the response's Via names: 0, 1, or -1 for neither or both. */
+static int
+served_by(const struct h_resp *r, const char *const *pids)
+{
+    const char *via = resp_join(r, "Via");
+    char a[80], b[80];
+    snprintf(a, sizeof(a), "1.1 %s", pids[0]);
+    snprintf(b, sizeof(b), "1.1 %s", pids[1]);
+    bool in_a = strstr(via, a) != NULL, in_b = strstr(via, b) != NULL;
+    return in_a == in_b ? -1 : in_a ? 0 : 1;
+}
+
+/*
+ * A child hashing over two parents: every object lives on one parent (and the second round is
+ * served by the child); with one parent stopped, its objects are fetched through the other.
+ */
+static void
+test_parents_by_hash(void **state)
+{
+    struct h_test *t = *state;
+    reset_nodes();
+    struct h_node *p[2] = {&nodes[0], &nodes[1]}, *child = &t->node;
+    const char *pids[] = {"hash-p1", "hash-p2"};
+    char purl[2][64], conf[512];
+    for (int i = 0; i < 2; i++) {
+        start(t, p[i], pids[i], t->origin_url, NULL);
+        url_of(p[i], purl[i], sizeof(purl[i]));
+    }
+    /* The harness gives the first parent as --origin; the second is a second --origin, which
+     * with the file's policy makes the list `origin = P1 P2`. */
+    h_path(t, "child.conf", conf, sizeof(conf));
+    assert_int_equal(h_write_file(conf, "origin_balance = hash\n"), 0);
+    start(t, child, "hash-child", purl[0], H_ARGS("--origin", purl[1], "-c", conf));
+
+    enum { N = 20 };
+    int on[N], per[2] = {0, 0};
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            char target[96], body[16];
+            snprintf(target, sizeof(target), "/hp%d?cc=max-age=60&body=obj%d", i, i);
+            snprintf(body, sizeof(body), "obj%d", i);
+            struct h_resp r;
+            get_body(child->port, target, NULL, body, &r);
+            int who = served_by(&r, pids);
+            char m[MAX_MEMBERS][256];
+            int nm = cs_members(&r, m);
+            if (who < 0)
+                fail_msg("round %d, %s: Via \"%s\" names not exactly one parent", round + 1, target,
+                         resp_join(&r, "Via"));
+            if (round == 0) {
+                on[i] = who;
+                per[who]++;
+                if (nm < 1 || !is_stored_miss(m[nm - 1], "hash-child"))
+                    fail_msg("round 1, %s: Cache-Status \"%s\" (expected a stored child miss)",
+                             target, resp_join(&r, "Cache-Status"));
+            } else {
+                if (who != on[i])
+                    fail_msg("round 2, %s: Via \"%s\" (round 1 came from %s)", target,
+                             resp_join(&r, "Via"), pids[on[i]]);
+                if (nm < 1 || !is_hit(m[nm - 1], "hash-child"))
+                    fail_msg("round 2, %s: Cache-Status \"%s\" (expected a child hit)", target,
+                             resp_join(&r, "Cache-Status"));
+            }
+            h_resp_free(&r);
+        }
+    }
+    long long up[2];
+    for (int i = 0; i < 2; i++)
+        up[i] = metric_of(p[i]->admin_port, "cdnode_origin_requests_total");
+    printf("tiers: hash: %d URLs on %s, %d on %s; their upstream requests %lld and %lld\n", per[0],
+           pids[0], per[1], pids[1], up[0], up[1]);
+    for (int i = 0; i < N; i++) {
+        char path[16];
+        snprintf(path, sizeof(path), "/hp%d", i);
+        EXPECT_COUNT(t, path, 1);
+    }
+    if (up[0] != per[0] || up[1] != per[1] || up[0] + up[1] != N)
+        fail_msg("the parents went upstream %lld and %lld times (expected %d and %d, sum %d)",
+                 up[0], up[1], per[0], per[1], N);
+    if (per[0] == 0 || per[1] == 0)
+        fail_msg("every URL went to one parent (%d and %d)", per[0], per[1]);
+    EXPECT_METRIC(child, "cdnode_origin_requests_total", N);
+
+    /* The second parent goes away; its objects, asked for again past the child's cache, come
+     * through the first, and so do new ones. */
+    int st = h_proc_stop(&p[1]->proc, SIGTERM, 10000);
+    printf("tiers: hash: %s stopped (wait status 0x%x)\n", pids[1], st);
+    int refetched = 0;
+    for (int i = 0; i < N; i++) {
+        if (on[i] != 1)
+            continue;
+        char target[96], body[16];
+        snprintf(target, sizeof(target), "/hp%d?cc=max-age=60&body=obj%d", i, i);
+        snprintf(body, sizeof(body), "obj%d", i);
+        struct h_resp r;
+        get_body(child->port, target, "Cache-Control: no-cache\r\n", body, &r);
+        if (served_by(&r, pids) != 0)
+            fail_msg("%s after %s stopped: Via \"%s\" (expected %s)", target, pids[1],
+                     resp_join(&r, "Via"), pids[0]);
+        h_resp_free(&r);
+        refetched++;
+    }
+    for (int i = 0; i < 10; i++) {
+        char target[96], body[16];
+        snprintf(target, sizeof(target), "/hq%d?cc=max-age=60&body=new%d", i, i);
+        snprintf(body, sizeof(body), "new%d", i);
+        struct h_resp r;
+        get_body(child->port, target, NULL, body, &r);
+        if (served_by(&r, pids) != 0)
+            fail_msg("%s after %s stopped: Via \"%s\" (expected %s)", target, pids[1],
+                     resp_join(&r, "Via"), pids[0]);
+        h_resp_free(&r);
+    }
+    printf("tiers: hash: with %s stopped, %d of its objects and 10 new ones came through %s "
+           "(%s upstream requests: %lld)\n",
+           pids[1], refetched, pids[0], pids[0],
+           metric_of(p[0]->admin_port, "cdnode_origin_requests_total"));
+    EXPECT_METRIC(p[0], "cdnode_origin_requests_total", per[0] + refetched + 10);
+    H_PASS(t);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_child_parent, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_three_tiers, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_both_tiers_collapse, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_loop_508, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_parents_by_hash, h_setup, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
