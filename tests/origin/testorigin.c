@@ -16,6 +16,13 @@
  * Failure switch: /__origin/fail?path=P&status=N makes every later request to path P (any query)
  * answer a bare N (default 503: no validators, no Cache-Control, never a 304) until
  * /__origin/reset. At most MAX_FAILS paths; the request is still logged and counted.
+ *
+ * gzip bodies: gz=1 sends the body it would have sent (body=, size= or echo=1, at most MAX_GZ
+ * bytes) as one gzip member (RFC 1952) made of stored deflate blocks: real gzip that any inflater
+ * accepts, written without zlib and never smaller than the input. gzbad=1 does the same with a
+ * wrong CRC-32 in the trailer; gzbad=2 cuts the member before its trailer (Content-Length tells
+ * the cut length, so the framing stays right). Neither adds Content-Encoding: ask for it with
+ * h=Content-Encoding:gzip.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -47,6 +54,8 @@
 #define MAX_EXTRA 32           /* h= parameters */
 #define MAX_BIGHDR (16u << 20) /* bighdr= cap */
 #define MAX_FAILS 64           /* paths switched to failing by /__origin/fail */
+#define MAX_GZ (64u << 20)     /* body bytes gz=1 wraps; more is cut */
+#define GZ_BLOCK 65535u        /* the largest stored deflate block */
 
 struct entry {
     char *path;
@@ -112,6 +121,7 @@ struct behave {
     bool has_cl;
     uint64_t cl;
     bool nocl, chunked, dupcl, clte, hang, close, echo;
+    int gz; /* 0: as is; 1: gzip; 2: gzip, wrong CRC; 3: gzip, no trailer */
     size_t bighdr;
     bool has_reset;
     uint64_t reset_after;
@@ -571,6 +581,13 @@ behave_param(void *ctx, const char *k, const char *v)
         b->lm = v;
     } else if (strcmp(k, "cc") == 0) {
         b->cc = v;
+    } else if (strcmp(k, "gz") == 0) {
+        if (atoi(v) != 0 && b->gz == 0)
+            b->gz = 1;
+    } else if (strcmp(k, "gzbad") == 0) {
+        int bad = atoi(v);
+        if (bad == 1 || bad == 2)
+            b->gz = 1 + bad;
     }
 }
 
@@ -900,6 +917,63 @@ send_body(int fd, const char *buf, uint64_t len, bool chunked)
     return !chunked || send_all(fd, "0\r\n\r\n", 5);
 }
 
+/* CRC-32 of RFC 1952 (reflected, polynomial 0xEDB88320), bit by bit: test sizes only. */
+static uint32_t
+crc32_of(const char *p, size_t n)
+{
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= (unsigned char)p[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static void
+put_le(char *p, uint32_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (char)(v >> (8 * i));
+}
+
+/*
+ * One gzip member holding buf[0..len) (the size= pattern when buf is NULL) in stored deflate
+ * blocks; how is 1, 2 (wrong CRC) or 3 (no trailer), as struct behave's gz. Returns a malloc'ed
+ * buffer and its length in *out_len.
+ */
+static char *
+gzip_stored(const char *buf, uint64_t len, int how, size_t *out_len)
+{
+    size_t n = len > MAX_GZ ? MAX_GZ : (size_t)len;
+    char *in = xrealloc(NULL, n);
+    for (size_t i = 0; i < n; i++)
+        in[i] = buf ? buf[i] : (char)('a' + i % 26);
+    size_t blocks = n / GZ_BLOCK + 1; /* the last one may be empty: it carries BFINAL */
+    char *out = xrealloc(NULL, 10 + blocks * 5 + n + 8);
+    static const char head[10] = {0x1f, (char)0x8b, 8, 0, 0, 0, 0, 0, 0, (char)0xff};
+    memcpy(out, head, sizeof(head));
+    size_t o = sizeof(head), off = 0;
+    for (size_t b = 0; b < blocks; b++) {
+        size_t k = n - off < GZ_BLOCK ? n - off : GZ_BLOCK;
+        out[o] = b + 1 == blocks ? 1 : 0; /* BFINAL, BTYPE 00 (stored), padding */
+        put_le(out + o + 1, (uint32_t)k, 2);
+        put_le(out + o + 3, (uint32_t)~k & 0xFFFFu, 2);
+        memcpy(out + o + 5, in + off, k);
+        o += 5 + k;
+        off += k;
+    }
+    if (how != 3) {
+        uint32_t crc = crc32_of(in, n);
+        put_le(out + o, how == 2 ? crc ^ 0xFFFFFFFFu : crc, 4);
+        put_le(out + o + 4, (uint32_t)n, 4);
+        o += 8;
+    }
+    free(in);
+    *out_len = o;
+    return out;
+}
+
 static bool
 has_extra(const struct behave *b, const char *name)
 {
@@ -961,6 +1035,13 @@ handle(struct conn *c, struct req *r)
             memcpy(echo + r->head_len, r->body, r->body_buf);
         body = echo;
         body_len = r->head_len + r->body_buf;
+    }
+    char *gz = NULL;
+    if (b.gz) {
+        size_t n;
+        gz = gzip_stored(body, body_len, b.gz, &n);
+        body = gz;
+        body_len = n;
     }
     int status = b.status;
     if (not_modified(r, &b))
@@ -1027,6 +1108,7 @@ handle(struct conn *c, struct req *r)
             ok = send_body(c->fd, body, body_len, chunked);
         }
     }
+    free(gz);
     free(echo);
     free(copy);
     return ok && keep;
@@ -1066,6 +1148,7 @@ usage(FILE *out)
                  "Query parameters of any path: status=N body=TEXT size=N h=Name:Value delay_ms=N\n"
                  "  body_delay_ms=N cl=N nocl=1 chunked=1 dupcl=1 clte=1 bighdr=N reset_after=N\n"
                  "  hang=1 close=1 echo=1 etag=X lm=HTTPDATE cc=VALUE\n"
+                 "  gz=1 (body as stored-block gzip) gzbad=1 (wrong CRC) gzbad=2 (no trailer)\n"
                  "Control: /__origin/count?path=P /__origin/total /__origin/conns\n"
                  "  /__origin/last?path=P /__origin/lastbody?path=P /__origin/reset\n"
                  "  /__origin/fail?path=P&status=N (P answers a bare N until reset)\n");
