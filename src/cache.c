@@ -428,8 +428,16 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
     bool gzipped = coding == CDN_CODING_GZIP;
     size_t slen, vlen;
     const char *spec = cdn_vary_spec(resp, s->arena, &slen);
-    if ((compress || gzipped) && !cdn_vary_is_star(spec, slen))
+    if ((compress || gzipped) && !cdn_vary_is_star(spec, slen)) {
         spec = spec_without_ae(spec, slen, s->arena, &slen);
+    } else if (coding == CDN_CODING_OTHER && !cdn_vary_lists(resp, "Accept-Encoding")) {
+        /* br, zstd, ...: only for clients that asked the same way, even when the origin forgot
+         * to say it varies on Accept-Encoding. */
+        spec = slen ? cdn_arena_printf(s->arena, "%.*s, accept-encoding", (int)slen, spec)
+                    : "accept-encoding";
+        slen = strlen(spec);
+        cdn_hdrs_add_str(kept, "Vary", "Accept-Encoding");
+    }
     const char *vals = cdn_vary_values(spec, slen, &s->req, s->arena, &vlen);
     if (vals == NULL)
         return CDN_SINK_SKIP; /* Vary: * (cdn_storable refuses it already) */

@@ -196,7 +196,9 @@ unsigned
 cdn_hop_loop_count(const struct cdn_hdrs *hdrs, const char *cdn_id)
 {
     size_t idlen = strlen(cdn_id);
-    unsigned count = 0;
+    /* Each pass through one of our nodes adds our id to both CDN-Loop and Via: the passes are
+     * the larger of the two counts, not their sum (a node that drops one field still counts). */
+    unsigned in_loop = 0, in_via = 0;
     for (size_t i = 0; i < hdrs->n; i++) {
         const struct cdn_hdr *f = &hdrs->v[i];
         bool loop = cdn_name_eq(f->name, f->nlen, "CDN-Loop");
@@ -212,20 +214,20 @@ cdn_hop_loop_count(const struct cdn_hdrs *hdrs, const char *cdn_id)
                 while (n > 0 && is_ows(elem[n - 1]))
                     n--;
                 if (counted_eq(elem, n, cdn_id, idlen))
-                    count++;
+                    in_loop++;
                 continue;
             }
             const char *word;
             size_t wlen;
             if (depth == 0 && via_pseudonym(elem, elen, &word, &wlen) &&
                 counted_eq(word, wlen, cdn_id, idlen))
-                count++;
+                in_via++;
             depth += paren_delta(elem, elen);
             if (depth < 0)
                 depth = 0;
         }
     }
-    return count;
+    return in_loop > in_via ? in_loop : in_via;
 }
 
 /* Whether an X-Forwarded-For entry is a bare address: an IPv4 or IPv6 literal, the latter

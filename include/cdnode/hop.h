@@ -56,11 +56,12 @@ void cdn_hop_response_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
                               const struct cdn_hop_opts *o);
 
 /*
- * How many times our cdn_id appears as a CDN-Loop member (RFC 8586: the cdn-id before any ';'
- * parameters, OWS trimmed, compared case-insensitively) plus as a Via received-by pseudonym (the
- * second word of a member, compared case-insensitively; members inside a comment that contains
- * a comma are not counted). Every CDN-Loop and Via field counts. The front end answers 508 when
- * this exceeds the configured allowance.
+ * How many times the request already passed through a node with our cdn_id: the larger of the
+ * number of CDN-Loop members naming it (RFC 8586: the cdn-id before any ';' parameters, OWS
+ * trimmed, compared case-insensitively) and the number of Via received-by pseudonyms naming it
+ * (the second word of a member, compared case-insensitively; members inside a comment that
+ * contains a comma are not counted). Each pass adds one of each, so one pass counts once. Every
+ * CDN-Loop and Via field counts. The front end answers 508 when this exceeds the allowance.
  */
 unsigned cdn_hop_loop_count(const struct cdn_hdrs *hdrs, const char *cdn_id);
 
