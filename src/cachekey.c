@@ -92,7 +92,11 @@ unreserved(char c)
            c == '.' || c == '_' || c == '~';
 }
 
-/* Percent-encoding normalization of s[0..n) into out (never longer); returns the length. */
+/*
+ * Percent-encoding normalization of s[0..n) into out (at most 3n bytes); returns the length. A
+ * '%' that does not start an escape is itself written escaped (%25), so normalizing a key again
+ * gives the same key.
+ */
 static size_t
 pct_normalize(const char *s, size_t n, char *out)
 {
@@ -111,6 +115,9 @@ pct_normalize(const char *s, size_t n, char *out)
                 out[w++] = hex[lo];
             }
             i += 2;
+        } else if (s[i] == '%') {
+            memcpy(out + w, "%25", 3);
+            w += 3;
         } else {
             out[w++] = s[i];
         }
@@ -197,7 +204,7 @@ cdn_cache_key(const char *scheme, const char *host, const char *target,
     size_t tlen = hash ? (size_t)(hash - target) : strlen(target);
     const char *q = memchr(target, '?', tlen);
     size_t plen = q ? (size_t)(q - target) : tlen;
-    char *out = cdn_arena_alloc(a, slen + 3 + hlen + tlen + 1);
+    char *out = cdn_arena_alloc(a, slen + 3 + hlen + 3 * tlen + 1);
     size_t w = 0;
     for (size_t i = 0; i < slen; i++)
         out[w++] = lower(scheme[i]);

@@ -1571,6 +1571,12 @@ cdn_store_lease_body(struct cdn_store_lease *l, unsigned i, const struct iovec *
     const struct variant *var = &l->v[i];
     free(l->body_copy);
     l->body_copy = NULL;
+    if (var->m.body_size > s->max_object) {
+        /* No put writes a body this large: a damaged or foreign record (its size would
+         * otherwise size the allocations below). */
+        queue_drop(s, var->mkey, var->body_id);
+        return l->rt == NULL ? CDN_ENOTFOUND : CDN_ECORRUPT;
+    }
     if (l->iov_cap < var->nchunks || l->iov == NULL) {
         l->iov_cap = var->nchunks > 0 ? var->nchunks : 1;
         free(l->iov);

@@ -128,7 +128,9 @@ check_framing(struct xfer *x, int64_t *content_length)
             continue;
         const char *p = h->value, *end = h->value + h->vlen, *e;
         size_t el;
+        bool any = false;
         while (cdn_list_next(&p, end, &e, &el)) {
+            any = true;
             if (!all_digits(e, el)) {
                 xfer_fail(x, 502, "invalid Content-Length from origin");
                 return false;
@@ -140,6 +142,10 @@ check_framing(struct xfer *x, int64_t *content_length)
             }
             cl = v;
             have_cl = true;
+        }
+        if (!any) { /* "Content-Length:" with no value: no length, not "no field" */
+            xfer_fail(x, 502, "invalid Content-Length from origin");
+            return false;
         }
     }
     if (have_cl && cdn_hdrs_get(&x->resp, "Transfer-Encoding")) {
