@@ -102,6 +102,7 @@ struct req {
     int64_t start_us;            /* monotonic, first byte of the request seen */
     int64_t start_wall_ms;
     int64_t origin_start_us;     /* monotonic, when the current fetch was started */
+    int64_t origin_start_wall;   /* the same as wall seconds: a revalidation's request_time */
     double origin_ms;            /* until the origin's head arrived; < 0: not asked */
     const char *version;
     const char *method;
@@ -396,6 +397,7 @@ start_forward(struct req *r, const char *method, bool for_cache, bool collapse)
     r->w.follower = false;
     r->w.timed_out = false;
     r->origin_start_us = cdn_now_us();
+    r->origin_start_wall = cdn_wall_s();
     if (collapse && for_cache && fe->collapse && strcmp(method, "GET") == 0) {
         size_t cklen;
         const char *ck = collapse_key(r, &cklen);
@@ -538,13 +540,14 @@ identity_length(const struct cdn_hdrs *h)
  */
 static enum MHD_Result
 queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const char *cs,
-          int64_t response_time)
+          int64_t request_time, int64_t response_time)
 {
     struct cdn_front *fe = r->fe;
     struct cdn_hit *hit = &r->hit;
     int64_t now = cdn_wall_s();
     struct cdn_stored st = hit->st;
     st.hdrs = h;
+    st.request_time = request_time;
     st.response_time = response_time;
     struct cdn_age age;
     cdn_age_compute(h, st.request_time, st.response_time, now, &age);
@@ -917,7 +920,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
             r->outcome = "revalidated";
             return queue_hit(r, method, &merged,
                              cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=304", id, r->fwd),
-                             cdn_wall_s());
+                             r->origin_start_wall, cdn_wall_s());
         }
         int64_t now = cdn_wall_s();
         if ((failed || cdn_status_is_stale_error(status)) &&
@@ -931,7 +934,8 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
                        : cdn_arena_printf(r->arena,
                                           "%s; hit; fwd=%s; fwd-status=%d; detail=stale-if-error",
                                           id, r->fwd, status);
-            return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.response_time);
+            return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.request_time,
+                             r->hit.st.response_time);
         }
     }
     if (failed) {
@@ -1036,7 +1040,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
                                           r->dec.decision == CDN_DECIDE_STALE_SWR
                                               ? "; detail=stale-while-revalidate"
                                               : "");
-        return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.response_time);
+        return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.request_time,
+                         r->hit.st.response_time);
     }
     case P_INVALIDATE:
         r->phase = P_DONE;
