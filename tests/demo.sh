@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)"
+cmake --build build -j"$(nproc)" --target cdnode testorigin
 token=demo-admin-token-0123456789
 build/tests/testorigin --addr 127.0.0.1 --port 8081 --demo >/dev/null &
 origin=$!
