@@ -297,6 +297,60 @@ star:
     return "*";
 }
 
+/* An Accept-Encoding value reduced to what selects a representation: the acceptable codings
+ * (q > 0), lowercased, sorted, without duplicates, joined with ','. Writes at most n bytes. */
+static size_t
+normalize_ae(const char *v, size_t n, char *out)
+{
+    struct coding {
+        const char *s;
+        size_t len;
+    } c[16];
+    size_t nc = 0;
+    const char *pos = v, *e;
+    size_t el;
+    while (nc < CDN_ARRAY_LEN(c) && cdn_list_next(&pos, v + n, &e, &el)) {
+        const char *semi = memchr(e, ';', el);
+        size_t tl = semi ? (size_t)(semi - e) : el;
+        while (tl && (e[tl - 1] == ' ' || e[tl - 1] == '\t'))
+            tl--;
+        if (tl == 0)
+            continue;
+        bool zero = false;
+        for (const char *p = semi; p && p < e + el; p = memchr(p + 1, ';', (size_t)(e + el - p - 1))) {
+            const char *q = p + 1;
+            while (q < e + el && (*q == ' ' || *q == '\t'))
+                q++;
+            if (e + el - q >= 2 && (q[0] == 'q' || q[0] == 'Q') && q[1] == '=') {
+                zero = q + 2 < e + el && q[2] == '0';
+                for (const char *d = q + 3; zero && d < e + el && *d != ';' && *d != ' '; d++)
+                    zero = *d == '.' || *d == '0';
+            }
+        }
+        if (zero)
+            continue;
+        size_t k = nc;
+        while (k > 0 && (strncasecmp(c[k - 1].s, e, c[k - 1].len < tl ? c[k - 1].len : tl) > 0 ||
+                         (strncasecmp(c[k - 1].s, e, c[k - 1].len < tl ? c[k - 1].len : tl) == 0 &&
+                          c[k - 1].len > tl)))
+            k--;
+        if (k > 0 && c[k - 1].len == tl && strncasecmp(c[k - 1].s, e, tl) == 0)
+            continue; /* duplicate */
+        memmove(c + k + 1, c + k, (nc - k) * sizeof(c[0]));
+        c[k].s = e;
+        c[k].len = tl;
+        nc++;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < nc; i++) {
+        if (i)
+            out[w++] = ',';
+        for (size_t k = 0; k < c[i].len; k++)
+            out[w++] = lower(c[i].s[k]);
+    }
+    return w;
+}
+
 const char *
 cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req, struct cdn_arena *a,
                 size_t *len)
@@ -308,6 +362,7 @@ cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req, struc
     for (size_t i = 0; i < req->n; i++)
         cap += req->v[i].vlen + 2;
     char *out = cdn_arena_alloc(a, cap);
+    char *joined = cdn_arena_alloc(a, cap);
     size_t w = 0;
     const char *pos = spec, *name;
     size_t nlen;
@@ -315,6 +370,7 @@ cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req, struc
         memcpy(out + w, name, nlen);
         w += nlen;
         bool present = false;
+        size_t j = 0;
         for (size_t i = 0; i < req->n; i++) {
             const struct cdn_hdr *f = &req->v[i];
             if (f->nlen != nlen || strncasecmp(f->name, name, nlen) != 0)
@@ -328,14 +384,21 @@ cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req, struc
             while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
                 vlen--;
             if (present) {
-                memcpy(out + w, ", ", 2);
-                w += 2;
-            } else {
-                out[w++] = ':';
-                present = true;
+                memcpy(joined + j, ", ", 2);
+                j += 2;
             }
-            memcpy(out + w, v, vlen);
-            w += vlen;
+            present = true;
+            memcpy(joined + j, v, vlen);
+            j += vlen;
+        }
+        if (present) {
+            out[w++] = ':';
+            if (cdn_name_eq(name, nlen, "accept-encoding"))
+                w += normalize_ae(joined, j, out + w);
+            else {
+                memcpy(out + w, joined, j);
+                w += j;
+            }
         }
         out[w++] = '\n';
     }

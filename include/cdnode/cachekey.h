@@ -75,8 +75,10 @@ bool cdn_vary_is_star(const char *spec, size_t len);
 /*
  * The request's values of the fields named by spec, in a canonical string stored with the
  * variant: for each name, "name:value\n" where value is all its lines trimmed of OWS and joined
- * with ", ", or "name\n" when the request lacks the field (absent differs from empty). "" for an
- * empty spec. NULL for "*". Arena memory; length through *len.
+ * with ", ", or "name\n" when the request lacks the field (absent differs from empty). The value
+ * of accept-encoding is normalized to what selects a coding: the acceptable codings (q > 0),
+ * lowercased, sorted, unique, joined with ',' (so "gzip, br" and "br;q=0.9,GZIP" share a
+ * variant). "" for an empty spec. NULL for "*". Arena memory; length through *len.
  */
 const char *cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req,
                             struct cdn_arena *a, size_t *len);
