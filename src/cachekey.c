@@ -254,10 +254,12 @@ cdn_vary_is_star(const char *spec, size_t len)
 const char *
 cdn_vary_spec(const struct cdn_hdrs *resp, struct cdn_arena *a, size_t *len)
 {
+    /* Each name is written with ", " before it, where the input may have had a bare ','
+     * (or a name of one byte): at most three output bytes per input byte, plus the joins. */
     size_t cap = 1;
     for (size_t i = 0; i < resp->n; i++)
         if (cdn_name_eq(resp->v[i].name, resp->v[i].nlen, "Vary"))
-            cap += resp->v[i].vlen + 2;
+            cap += 3 * resp->v[i].vlen + 2;
     char *out = cdn_arena_alloc(a, cap);
     size_t w = 0, count = 0;
     const char *names[CDN_VARY_MAX_FIELDS];
