@@ -172,6 +172,19 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
     metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"revalidated\"}", fs.revalidated);
     metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"miss\"}", fs.misses);
     metric(out, "cdnode_cache_stored_total", ctr, NULL, fs.stored);
+    fputs("# TYPE cdnode_request_duration_seconds histogram\n", out);
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= CDN_LATENCY_BUCKETS; i++) {
+        cum += fs.latency[i];
+        if (i < CDN_LATENCY_BUCKETS)
+            fprintf(out, "cdnode_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                    (double)cdn_latency_bounds_us[i] / 1e6, (unsigned long long)cum);
+        else
+            fprintf(out, "cdnode_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                    (unsigned long long)cum);
+    }
+    fprintf(out, "cdnode_request_duration_seconds_sum %.6f\n", (double)fs.latency_sum_us / 1e6);
+    fprintf(out, "cdnode_request_duration_seconds_count %llu\n", (unsigned long long)cum);
     metric(out, "cdnode_origin_requests_total", ctr, NULL, us.requests);
     metric(out, "cdnode_origin_errors_total", ctr, NULL, us.errors);
     metric(out, "cdnode_origin_bytes_in_total", ctr, NULL, us.bytes_in);

@@ -68,6 +68,7 @@ struct cdn_front {
     } l_plain, l_tls;
     _Atomic uint64_t n_requests, n_rejected, n_loops, n_active, n_bytes_out;
     _Atomic uint64_t n_hits, n_stale, n_revalidated, n_misses, n_stored, n_unshared;
+    _Atomic uint64_t latency[CDN_LATENCY_BUCKETS + 1], latency_sum_us;
 };
 
 enum phase { P_NEW = 0, P_FORWARD, P_HIT, P_INVALIDATE, P_ERROR, P_DONE };
@@ -111,6 +112,10 @@ struct req {
     const char *outcome;
     struct cdn_gunzip *gunzip;   /* inflating a stored gzip body for a client without gzip */
 };
+
+const uint64_t cdn_latency_bounds_us[CDN_LATENCY_BUCKETS] = {
+    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+    10000000};
 
 static void
 req_unref(struct req *r)
@@ -207,6 +212,12 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r == NULL)
         return;
     *con_cls = NULL;
+    uint64_t took = (uint64_t)(cdn_now_us() - r->start_us);
+    size_t b = 0;
+    while (b < CDN_LATENCY_BUCKETS && took > cdn_latency_bounds_us[b])
+        b++;
+    atomic_fetch_add_explicit(&r->fe->latency[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->fe->latency_sum_us, took, memory_order_relaxed);
     if (r->fe->alog && r->method)
         log_request(r, toe);
     atomic_fetch_sub(&r->fe->n_active, 1);
@@ -1262,6 +1273,9 @@ cdn_front_stats(struct cdn_front *fe, struct cdn_front_stats *out)
     out->misses = atomic_load(&fe->n_misses);
     out->stored = atomic_load(&fe->n_stored);
     out->unshared = atomic_load(&fe->n_unshared);
+    for (size_t i = 0; i <= CDN_LATENCY_BUCKETS; i++)
+        out->latency[i] = atomic_load_explicit(&fe->latency[i], memory_order_relaxed);
+    out->latency_sum_us = atomic_load_explicit(&fe->latency_sum_us, memory_order_relaxed);
 }
 
 unsigned

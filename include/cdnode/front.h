@@ -17,6 +17,11 @@ struct cdn_config;
 struct cdn_upstream;
 struct cdn_front;
 
+/* Upper bounds (microseconds) of the request latency histogram's buckets; one more bucket
+ * counts everything slower. */
+#define CDN_LATENCY_BUCKETS 14
+extern const uint64_t cdn_latency_bounds_us[CDN_LATENCY_BUCKETS];
+
 struct cdn_front_stats {
     uint64_t requests;     /* requests received */
     uint64_t rejected;     /* refused as malformed (400/413/414/431) */
@@ -29,6 +34,9 @@ struct cdn_front_stats {
     uint64_t misses;       /* GET/HEAD that went upstream */
     uint64_t stored;       /* responses the store took */
     uint64_t unshared;     /* followers that went upstream alone (response not shareable) */
+    uint64_t latency[CDN_LATENCY_BUCKETS + 1]; /* requests by total time, per bucket (not
+                                                  cumulative; the last is +Inf) */
+    uint64_t latency_sum_us;
 };
 
 /*

@@ -245,6 +245,20 @@ test_miss_burst_one_fetch(void **state)
     burst_free(r, N);
     EXPECT_METRIC(t, "cdnode_collapse_leaders_total", 1);
     EXPECT_METRIC(t, "cdnode_collapse_followers_total", N - 1);
+    /* The latency histogram saw every client wait for the 1 s origin (completion is counted when
+     * libmicrohttpd is done with a request, a moment after the client read it: poll, bounded). */
+    long long done = -1;
+    for (int i = 0; i < 200 && done != N; i++) {
+        done = node_metric(t, "cdnode_request_duration_seconds_count");
+        if (done != N)
+            nap_ms(10);
+    }
+    if (done != N)
+        fail_msg("cdnode_request_duration_seconds_count is %lld (expected %d)", done, N);
+    long long waited = node_metric(t, "cdnode_request_duration_seconds_sum");
+    if (waited < N * 9 / 10)
+        fail_msg("cdnode_request_duration_seconds_sum is %lld s for %d clients of a 1 s origin",
+                 waited, N);
 
     /* The one fetch was stored: the next request is a hit. */
     struct h_resp h;
