@@ -630,6 +630,38 @@ test_vary_follower_own_variant(void **state)
     H_PASS(t);
 }
 
+/*
+ * The leader's fetch fails before any head reaches a client (here: the origin answers with two
+ * different Content-Length fields after 500 ms, a 502): the followers try again once by joining
+ * again, so one of them leads a single retry and the others follow it. The origin sees two
+ * requests, not one per client; every client gets the 502 with its reason.
+ */
+static void
+test_leader_failure_one_retry(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    const char *target = "/lfail?delay_ms=500&dupcl=1&cc=max-age=60";
+    enum { N = 5 };
+    struct h_conn c[N];
+    struct h_resp r[N];
+    int64_t send_ms = burst_send(t, c, N, target, NULL);
+    if (send_ms >= 500)
+        fail_msg("sending %d requests took %lld ms, longer than the origin's delay", N,
+                 (long long)send_ms);
+    burst_read(c, r, N, target);
+    long origin = h_origin_count(t, "/lfail");
+    printf("collapse: leader failure: %d clients, origin requests %ld\n", N, origin);
+    for (int i = 0; i < N; i++)
+        if (r[i].status != 502 || r[i].body == NULL || strstr(r[i].body, "Content-Length") == NULL)
+            fail_msg("client %d: status %d, body \"%s\" (expected 502 naming Content-Length)",
+                     i + 1, r[i].status, r[i].body ? r[i].body : "");
+    if (origin != 2)
+        fail_msg("origin saw %ld requests (expected 2: the leader's and one retry)", origin);
+    burst_free(r, N);
+    H_PASS(t);
+}
+
 int
 main(void)
 {
@@ -640,6 +672,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_revalidation_collapsed, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_stale_while_revalidate_once, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_vary_follower_own_variant, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_leader_failure_one_retry, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
