@@ -533,14 +533,9 @@ static int64_t
 identity_length(const struct cdn_hdrs *h)
 {
     const struct cdn_hdr *f = cdn_hdrs_get(h, CDN_IDENTITY_LENGTH_FIELD);
-    if (f == NULL || f->vlen == 0 || f->vlen > 18)
-        return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < f->vlen; i++) {
-        if (f->value[i] < '0' || f->value[i] > '9')
-            return -1;
-        v = v * 10 + (f->value[i] - '0');
-    }
+    int64_t v;
+    if (f == NULL || cdn_delta_seconds_parse(f->value, f->vlen, &v) != 0 || v >= CDN_DELTA_MAX)
+        return -1; /* absent, or beyond any body we store */
     return v;
 }
 

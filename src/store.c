@@ -960,6 +960,20 @@ apply(struct cdn_store *s, MDB_txn *t, struct op *op)
 }
 
 /* Applies ops [first, stop) in one write transaction; returns 0 or the LMDB error. */
+/* Commits a write transaction and publishes what it changed (page count, counters). */
+static int
+commit_txn(struct cdn_store *s, MDB_txn *t)
+{
+    uint64_t used = used_pages(s, t);
+    int rc = mdb_txn_commit(t);
+    if (rc != 0)
+        return rc;
+    atomic_fetch_add(&s->c_wtxns, 1);
+    atomic_store(&s->used_pages, used);
+    apply_effects(s);
+    return 0;
+}
+
 static int
 run_txn(struct cdn_store *s, struct op *first, struct op *stop)
 {
@@ -976,14 +990,7 @@ run_txn(struct cdn_store *s, struct op *first, struct op *stop)
             return rc;
         }
     }
-    uint64_t used = used_pages(s, t);
-    rc = mdb_txn_commit(t);
-    if (rc != 0)
-        return rc;
-    atomic_fetch_add(&s->c_wtxns, 1);
-    atomic_store(&s->used_pages, used);
-    apply_effects(s);
-    return 0;
+    return commit_txn(s, t);
 }
 
 /* Deletes victims[0..n) in one transaction; returns 0 or the LMDB error. */
@@ -1010,14 +1017,7 @@ evict_txn(struct cdn_store *s, const uint8_t *victims, size_t n)
             return rc;
         }
     }
-    uint64_t used = used_pages(s, t);
-    rc = mdb_txn_commit(t);
-    if (rc != 0)
-        return rc;
-    atomic_fetch_add(&s->c_wtxns, 1);
-    atomic_store(&s->used_pages, used);
-    apply_effects(s);
-    return 0;
+    return commit_txn(s, t);
 }
 
 /*
