@@ -50,6 +50,11 @@ struct cdn_admin {
     struct cdn_cache *cache;
     struct cdn_collapse *collapse;
     struct MHD_Daemon *d;
+    /* Failed authentication: counted, and past AUTH_FAIL_BUDGET in AUTH_FAIL_WINDOW_MS answered
+     * 429 instead of 401 until the window ends (the admin daemon has one thread: no locking). */
+    _Atomic uint64_t auth_failures, auth_limited;
+    int64_t fail_window_start;
+    unsigned fail_in_window;
     pthread_mutex_t mu; /* guards stopping and pending */
     pthread_cond_t settled;
     bool stopping;
@@ -124,6 +129,41 @@ authorized(struct cdn_admin *a, struct MHD_Connection *conn, bool query_ok)
     return q != NULL && same_token(tok, q);
 }
 
+#define AUTH_FAIL_BUDGET 20
+#define AUTH_FAIL_WINDOW_MS 10000
+
+/*
+ * Answers a request that failed authentication: 401, or 429 once the node has seen more than
+ * AUTH_FAIL_BUDGET failures in the current window. A valid token is always checked first, so
+ * the limit slows guessing without locking the operator out.
+ */
+static enum MHD_Result
+refuse(struct cdn_admin *a, struct MHD_Connection *conn)
+{
+    int64_t now = cdn_now_ms();
+    atomic_fetch_add(&a->auth_failures, 1);
+    if (now - a->fail_window_start >= AUTH_FAIL_WINDOW_MS) {
+        if (a->fail_in_window > AUTH_FAIL_BUDGET)
+            cdn_warn("admin: %u failed authentications in the last %d s", a->fail_in_window,
+                     AUTH_FAIL_WINDOW_MS / 1000);
+        a->fail_window_start = now;
+        a->fail_in_window = 0;
+    }
+    if (++a->fail_in_window <= AUTH_FAIL_BUDGET)
+        return reply(conn, MHD_HTTP_UNAUTHORIZED, "text/plain", "401 Unauthorized\n", 17);
+    atomic_fetch_add(&a->auth_limited, 1);
+    char retry[24];
+    snprintf(retry, sizeof(retry), "%lld",
+             (long long)((a->fail_window_start + AUTH_FAIL_WINDOW_MS - now + 999) / 1000));
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(22, (void *)"429 Too Many Requests\n", MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(resp, "Content-Type", "text/plain");
+    MHD_add_response_header(resp, "Retry-After", retry);
+    enum MHD_Result r = MHD_queue_response(conn, 429, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
 static void
 metric(FILE *out, const char *name, const char *type, const char *labels, uint64_t v)
 {
@@ -163,6 +203,8 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
         return reply(conn, 500, "text/plain", "500 out of memory\n", 18);
     const char *ctr = "counter", *gauge = "gauge";
     metric(out, "cdnode_requests_total", ctr, NULL, fs.requests);
+    metric(out, "cdnode_admin_auth_failures_total", ctr, NULL, atomic_load(&a->auth_failures));
+    metric(out, "cdnode_admin_auth_limited_total", ctr, NULL, atomic_load(&a->auth_limited));
     metric(out, "cdnode_requests_rejected_total", ctr, NULL, fs.rejected);
     metric(out, "cdnode_loops_total", ctr, NULL, fs.loops);
     metric(out, "cdnode_requests_active", gauge, NULL, fs.active);
@@ -780,7 +822,7 @@ on_admin(void *cls, struct MHD_Connection *conn, const char *url, const char *me
         return reply(conn, 200, "text/plain", "ok\n", 3);
     bool page = get && strcmp(url, "/") == 0, json = get && strcmp(url, "/status.json") == 0;
     if (!authorized(a, conn, page || json))
-        return reply(conn, MHD_HTTP_UNAUTHORIZED, "text/plain", "401 Unauthorized\n", 17);
+        return refuse(a, conn);
     if (purge)
         return purge_method(r);
     if (page)

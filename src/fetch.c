@@ -221,11 +221,13 @@ cdn_fetch_stored(struct cdn_fetch *f)
         pthread_mutex_unlock(&f->mu);
         return;
     }
+    pthread_mutex_unlock(&f->mu);
+    settle(f, CDN_SETTLE_DONE); /* before the readers see the end: see cdn_fetch_publish() */
+    pthread_mutex_lock(&f->mu);
     if (f->state == CDN_FETCH_HEADERS && f->body_complete)
         f->state = CDN_FETCH_DONE;
     wake_all(f);
     pthread_mutex_unlock(&f->mu);
-    settle(f, CDN_SETTLE_DONE);
 }
 
 void
@@ -597,14 +599,19 @@ cdn_fetch_publish(struct cdn_fetch *f, int status, const struct cdn_hdrs *hdrs,
     f->status = status;
     f->resp = *hdrs;
     f->content_length = content_length;
+    pthread_mutex_unlock(&f->mu);
+    /* Settle before any reader sees the head: a request that comes after this response must
+     * not find the fetch still registered and join it (nor a woken follower that must go
+     * upstream again find it and be refused). The hook reads the status set above. */
+    if (!storing)
+        settle(f, CDN_SETTLE_UNSTORED);
+    pthread_mutex_lock(&f->mu);
     if (take == CDN_SINK_HOLD_HEAD && !f->store_acked)
         f->head_held = true; /* cdn_fetch_stored() publishes it */
     else
         f->state = CDN_FETCH_HEADERS;
     wake_all(f);
     pthread_mutex_unlock(&f->mu);
-    if (!storing)
-        settle(f, CDN_SETTLE_UNSTORED);
 }
 
 bool
@@ -664,15 +671,17 @@ void
 cdn_fetch_finish(struct cdn_fetch *f)
 {
     pthread_mutex_lock(&f->mu);
-    f->body_complete = true;
     bool storing = f->storing;
+    pthread_mutex_unlock(&f->mu);
+    if (!storing)
+        settle(f, CDN_SETTLE_DONE); /* before the readers see the end (a no-op once settled) */
+    pthread_mutex_lock(&f->mu);
+    f->body_complete = true;
     if (f->state == CDN_FETCH_HEADERS && !storing && !f->head_held)
         f->state = CDN_FETCH_DONE;
     wake_all(f);
     pthread_mutex_unlock(&f->mu);
     end_sink(f, true); /* a storing sink calls cdn_fetch_stored() when the commit settled */
-    if (!storing)
-        settle(f, CDN_SETTLE_DONE);
 }
 
 void
@@ -680,6 +689,7 @@ cdn_fetch_fail(struct cdn_fetch *f, int status, const char *reason)
 {
     /* Only fetches with a request body are failed by readers (413), and those carry no sink. */
     end_sink(f, false);
+    settle(f, CDN_SETTLE_FAILED); /* before the readers wake: see cdn_fetch_publish() */
     pthread_mutex_lock(&f->mu);
     if (f->state == CDN_FETCH_PENDING) {
         f->err_status = status;
@@ -700,7 +710,6 @@ cdn_fetch_fail(struct cdn_fetch *f, int status, const char *reason)
         }
     }
     pthread_mutex_unlock(&f->mu);
-    settle(f, CDN_SETTLE_FAILED);
 }
 
 enum cdn_fetch_state

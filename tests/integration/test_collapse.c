@@ -632,7 +632,8 @@ test_vary_follower_own_variant(void **state)
 
 /*
  * The leader's fetch fails before any head reaches a client (here: the origin answers with two
- * different Content-Length fields after 500 ms, a 502): the followers try again once by joining
+ * different Content-Length fields after 2 s, a 502; the delay leaves every client ample time to
+ * join the first fetch even on a loaded machine): the followers try again once by joining
  * again, so one of them leads a single retry and the others follow it. The origin sees two
  * requests, not one per client; every client gets the 502 with its reason.
  */
@@ -641,12 +642,12 @@ test_leader_failure_one_retry(void **state)
 {
     struct h_test *t = *state;
     start_node(t);
-    const char *target = "/lfail?delay_ms=500&dupcl=1&cc=max-age=60";
+    const char *target = "/lfail?delay_ms=2000&dupcl=1&cc=max-age=60";
     enum { N = 5 };
     struct h_conn c[N];
     struct h_resp r[N];
     int64_t send_ms = burst_send(t, c, N, target, NULL);
-    if (send_ms >= 500)
+    if (send_ms >= 2000)
         fail_msg("sending %d requests took %lld ms, longer than the origin's delay", N,
                  (long long)send_ms);
     burst_read(c, r, N, target);
