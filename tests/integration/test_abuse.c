@@ -1,0 +1,379 @@
+/*
+ * Abusive clients seen from outside the node: slow request heads (connection_timeout), a body far
+ * over max_request_body, and a long pipeline on one connection.
+ *
+ * Each test writes its options to a config file passed with -c. Every loop is bounded by a count
+ * and a deadline; waits poll what the test can observe (readability of sockets, responses).
+ * Timings are printed with an "abuse:" prefix and asserted only as generous bounds.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static void
+nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Writes `text` to <dir>/<name> and starts the usual node with -c on it. */
+static void
+start_with(struct h_test *t, const char *name, const char *text)
+{
+    char conf[512];
+    h_path(t, name, conf, sizeof(conf));
+    assert_int_equal(h_write_file(conf, "%s", text), 0);
+    if (h_node_start(t, &t->node, "abusenode", t->origin_url, H_ARGS("-c", conf)) != 0)
+        fail_msg("the node did not start with %s:\n%s", name, text);
+}
+
+/*
+ * Whether fd is readable now (poll with timeout 0): then reads what is there. Returns 1 when the
+ * peer closed or reset the connection, 0 when it is still open (bytes read meanwhile go to *got).
+ */
+static int
+peer_gone(int fd, size_t *got)
+{
+    char buf[4096];
+    for (int i = 0; i < 64; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 0) <= 0)
+            return 0;
+        ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return 1;
+        if (r < 0)
+            return 0;
+        *got += (size_t)r;
+    }
+    return 0;
+}
+
+/* A GET on a new connection; its duration in ms, or fails the test on anything but 200 body. */
+static int64_t
+timed_get(struct h_test *t, const char *target, const char *body)
+{
+    struct h_resp r;
+    int64_t t0 = h_now_ms();
+    if (h_get(t->node.port, target, NULL, &r) != 0)
+        fail_msg("GET %s: no response", target);
+    int64_t ms = h_now_ms() - t0;
+    if (r.status != 200 || r.body == NULL || strcmp(r.body, body) != 0)
+        fail_msg("GET %s: status %d, body \"%s\" (expected 200 \"%s\")", target, r.status,
+                 r.body ? r.body : "(none)", body);
+    h_resp_free(&r);
+    return ms;
+}
+
+#define N_SLOW 20
+#define SLOW_TICK_MS 500
+#define SLOW_SEND_MS 10000
+
+/*
+ * connection_timeout = 2: 20 connections each trickle a request head one byte every 500 ms for
+ * 10 s. Meanwhile a normal client is served promptly; once the trickle stops, the node closes
+ * every slow connection 2 s (at most 5 s) after its last byte. connection_timeout is an idle
+ * timeout: a byte every 500 ms keeps a connection open, which the test records but does not
+ * assert on.
+ */
+static void
+test_slowloris(void **state)
+{
+    struct h_test *t = *state;
+    start_with(t, "slow.conf", "connection_timeout = 2\n");
+    timed_get(t, "/fast?cc=max-age=60&body=fast", "fast"); /* stored before the trickle */
+
+    static const char head[] = "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+    struct h_conn c[N_SLOW];
+    size_t sent[N_SLOW] = {0}, got[N_SLOW] = {0};
+    int64_t last_byte[N_SLOW], closed_at[N_SLOW];
+    for (int i = 0; i < N_SLOW; i++) {
+        if (h_conn_open(&c[i], t->node.port) != 0)
+            fail_msg("slow connection %d: connect failed", i);
+        closed_at[i] = 0;
+        last_byte[i] = 0;
+    }
+
+    int64_t t0 = h_now_ms(), worst_get = 0;
+    int n_gets = 0, closed_while_sending = 0;
+    /* Trickle: one byte per open connection per tick, for SLOW_SEND_MS. */
+    for (int tick = 0; tick < SLOW_SEND_MS / SLOW_TICK_MS; tick++) {
+        int64_t tick_at = t0 + (int64_t)tick * SLOW_TICK_MS;
+        for (int k = 0; k < 1000 && h_now_ms() < tick_at; k++)
+            nap_ms(10);
+        for (int i = 0; i < N_SLOW; i++) {
+            if (closed_at[i] != 0)
+                continue;
+            if (peer_gone(c[i].fd, &got[i])) {
+                closed_at[i] = h_now_ms();
+                closed_while_sending++;
+                continue;
+            }
+            char b = sent[i] < sizeof(head) - 1 ? head[sent[i]] : 'a';
+            if (send(c[i].fd, &b, 1, MSG_NOSIGNAL) == 1) {
+                sent[i]++;
+                last_byte[i] = h_now_ms();
+            } else {
+                closed_at[i] = h_now_ms();
+                closed_while_sending++;
+            }
+        }
+        if (tick >= 4 && tick % 4 == 0) {
+            int64_t ms = timed_get(t, "/fast?cc=max-age=60&body=fast", "fast");
+            if (ms > worst_get)
+                worst_get = ms;
+            n_gets++;
+        }
+    }
+
+    /* The trickle stopped: every connection must now close within the timeout (+ slack). */
+    int64_t deadline = h_now_ms() + 8000;
+    int open = N_SLOW;
+    for (int k = 0; k < 100000 && h_now_ms() < deadline; k++) {
+        open = 0;
+        for (int i = 0; i < N_SLOW; i++) {
+            if (closed_at[i] == 0 && peer_gone(c[i].fd, &got[i]))
+                closed_at[i] = h_now_ms();
+            if (closed_at[i] == 0)
+                open++;
+        }
+        if (open == 0)
+            break;
+        struct pollfd p[N_SLOW];
+        int n = 0;
+        for (int i = 0; i < N_SLOW; i++)
+            if (closed_at[i] == 0)
+                p[n++] = (struct pollfd){.fd = c[i].fd, .events = POLLIN};
+        poll(p, (nfds_t)n, 50);
+    }
+
+    int64_t min_ms = INT64_MAX, max_ms = 0;
+    size_t min_sent = SIZE_MAX, max_sent = 0;
+    for (int i = 0; i < N_SLOW; i++) {
+        if (closed_at[i] != 0 && last_byte[i] != 0) {
+            int64_t d = closed_at[i] - last_byte[i];
+            min_ms = d < min_ms ? d : min_ms;
+            max_ms = d > max_ms ? d : max_ms;
+        }
+        min_sent = sent[i] < min_sent ? sent[i] : min_sent;
+        max_sent = sent[i] > max_sent ? sent[i] : max_sent;
+    }
+    printf("abuse: slowloris: %d connections, %zu..%zu bytes each over %d ms; %d closed while "
+           "still trickling; closed %lld..%lld ms after their last byte, %d still open; %d "
+           "normal GETs meanwhile, slowest %lld ms\n",
+           N_SLOW, min_sent, max_sent, SLOW_SEND_MS, closed_while_sending, (long long)min_ms,
+           (long long)max_ms, open, n_gets, (long long)worst_get);
+    for (int i = 0; i < N_SLOW; i++) {
+        if (got[i] != 0)
+            fail_msg("slow connection %d received %zu bytes (a partial head must get no answer)", i,
+                     got[i]);
+        if (closed_at[i] == 0)
+            fail_msg("slow connection %d was still open 8 s after its last byte", i);
+        if (last_byte[i] == 0)
+            fail_msg("slow connection %d was closed before its first byte", i);
+        int64_t d = closed_at[i] - last_byte[i];
+        if (d < 1500 || d > 5000)
+            fail_msg("slow connection %d was closed %lld ms after its last byte (expected 2000, "
+                     "between 1500 and 5000)",
+                     i, (long long)d);
+    }
+    if (worst_get >= 1000)
+        fail_msg("a normal GET took %lld ms while slow connections were open (expected < 1000)",
+                 (long long)worst_get);
+    for (int i = 0; i < N_SLOW; i++)
+        h_conn_close(&c[i]);
+    H_PASS(t);
+}
+
+/*
+ * max_request_body = 1k: a head with Content-Length: 100000000, then body bytes as fast as the
+ * node takes them. The node answers 413 and closes long before 100 MB arrive; the whole exchange
+ * takes under 3 s.
+ */
+static void
+test_body_limit(void **state)
+{
+    struct h_test *t = *state;
+    start_with(t, "body.conf", "max_request_body = 1k\n");
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    int64_t t0 = h_now_ms();
+    if (h_conn_sendf(&c, "POST /big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000000\r\n"
+                         "Content-Type: application/octet-stream\r\n\r\n") != 0)
+        fail_msg("the node closed the connection before the request head was sent");
+
+    static char chunk[16384];
+    memset(chunk, 'b', sizeof(chunk));
+    uint64_t body_sent = 0;
+    struct h_resp r = {0};
+    bool have = false, closed = false;
+    int64_t deadline = t0 + 3000;
+    for (int k = 0; k < 1000000 && h_now_ms() < deadline && !closed; k++) {
+        struct pollfd p = {.fd = c.fd, .events = POLLIN | (have ? 0 : POLLOUT)};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            int left = (int)(deadline - h_now_ms());
+            left = left > 0 ? left : 1;
+            if (!have)
+                have = h_read_response(&c, &r, false, left) == 0;
+            closed = have ? h_conn_wait_closed(&c, left) : c.eof;
+            continue;
+        }
+        if (!have && (p.revents & POLLOUT)) {
+            ssize_t w = send(c.fd, chunk, sizeof(chunk), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0)
+                body_sent += (uint64_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                closed = true; /* reset: any response already received stays readable */
+        }
+    }
+    if (!have && closed && h_read_response(&c, &r, false, 100) == 0)
+        have = true;
+    if (have && !closed)
+        closed = h_conn_wait_closed(&c, 100);
+    int64_t ms = h_now_ms() - t0;
+    printf("abuse: max_request_body: %llu body bytes sent; %s %d after %lld ms; connection %s\n",
+           (unsigned long long)body_sent, have ? "answered" : "no answer", have ? r.status : 0,
+           (long long)ms, closed ? "closed" : "still open");
+    if (!have)
+        fail_msg("no response to a 100 MB body over max_request_body = 1k (%llu bytes sent)",
+                 (unsigned long long)body_sent);
+    if (r.status != 413)
+        fail_msg("status %d for a body over max_request_body (expected 413)", r.status);
+    if (!closed)
+        fail_msg("the node kept the connection open after its 413 (%lld ms)", (long long)ms);
+    if (ms >= 3000)
+        fail_msg("the exchange took %lld ms (expected < 3000)", (long long)ms);
+    if (body_sent >= 100000000ull)
+        fail_msg("the whole body was sent before the node answered");
+    h_resp_free(&r);
+    h_conn_close(&c);
+    H_PASS(t);
+}
+
+#ifdef CDNODE_SANITIZED
+#define N_PIPE 2000 /* ASan and UBSan slow the node several times over */
+#else
+#define N_PIPE 10000
+#endif
+#define PIPE_BATCH 500
+#define PIPE_DEADLINE_MS 60000
+
+struct pipe_writer {
+    struct h_conn *c;
+    int port;
+    int sent;   /* requests fully written */
+    int failed; /* the node stopped taking bytes */
+};
+
+static void *
+pipe_write(void *arg)
+{
+    struct pipe_writer *w = arg;
+    size_t cap = (size_t)PIPE_BATCH * 160;
+    char *buf = malloc(cap);
+    if (buf == NULL)
+        abort();
+    for (int i = 0; i < N_PIPE;) {
+        size_t len = 0;
+        int first = i;
+        for (; i < N_PIPE && i - first < PIPE_BATCH; i++) {
+            int n = snprintf(buf + len, cap - len,
+                             "GET /p?cc=max-age=60&body=x&h=X-Seq:%d HTTP/1.1\r\n"
+                             "Host: 127.0.0.1:%d\r\n\r\n",
+                             i, w->port);
+            if (n <= 0 || (size_t)n >= cap - len)
+                abort(); /* PIPE_BATCH requests always fit in cap */
+            len += (size_t)n;
+        }
+        if (h_conn_send(w->c, buf, len) != 0) {
+            w->failed = 1;
+            break;
+        }
+        w->sent = i;
+    }
+    free(buf);
+    return NULL;
+}
+
+/*
+ * 10,000 pipelined GETs (2,000 in sanitizer builds) on one connection, each for its own cacheable
+ * URL whose response carries X-Seq: <i>. A writer thread sends them in batches of 500 while the
+ * main thread reads: every response arrives, in order, complete, within 60 s.
+ */
+static void
+test_pipelining(void **state)
+{
+    struct h_test *t = *state;
+    start_with(t, "pipe.conf", "# defaults\n");
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    /* A writer blocked on a node that stopped reading gives up instead of hanging the test. */
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+
+    struct pipe_writer w = {.c = &c, .port = t->node.port};
+    pthread_t th;
+    int64_t t0 = h_now_ms(), deadline = t0 + PIPE_DEADLINE_MS;
+    assert_int_equal(pthread_create(&th, NULL, pipe_write, &w), 0);
+
+    int got = 0;
+    char why[256] = "";
+    for (; got < N_PIPE; got++) {
+        int left = (int)(deadline - h_now_ms());
+        struct h_resp r;
+        if (left <= 0 || h_read_response(&c, &r, false, left) != 0) {
+            snprintf(why, sizeof(why), "no response %d (%s)", got,
+                     left <= 0 || !c.eof ? "deadline" : "connection closed");
+            break;
+        }
+        const char *seq = h_header(&r, "X-Seq");
+        bool good = r.status == 200 && r.complete && r.body && strcmp(r.body, "x") == 0 && seq &&
+                    atoi(seq) == got;
+        if (!good)
+            snprintf(why, sizeof(why), "response %d: status %d, X-Seq %s, body \"%.20s\"%s", got,
+                     r.status, seq ? seq : "(none)", r.body ? r.body : "",
+                     r.complete ? "" : " (incomplete)");
+        h_resp_free(&r);
+        if (!good)
+            break;
+    }
+    int64_t ms = h_now_ms() - t0;
+    shutdown(c.fd, SHUT_RDWR); /* unblocks the writer if the reader stopped early */
+    pthread_join(th, NULL);
+    long origin = h_origin_count(t, "/p");
+    printf("abuse: pipelining: %d of %d responses in order in %lld ms (%d requests written%s); "
+           "origin saw %ld\n",
+           got, N_PIPE, (long long)ms, w.sent, w.failed ? ", writer stopped" : "", origin);
+    h_conn_close(&c);
+    if (got != N_PIPE)
+        fail_msg("pipelining: %s", why);
+    H_PASS(t);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_slowloris, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_body_limit, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_pipelining, h_setup, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
