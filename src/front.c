@@ -187,7 +187,10 @@ log_request(struct req *r, enum MHD_RequestTerminationCode toe)
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status_sent != 0)
         outcome = cdn_arena_printf(r->arena, "%s,aborted", outcome);
     struct cdn_accesslog_entry e = {
-        .client = peer_address(r),
+        /* The client as trusted_hops says: the peer, or the X-Forwarded-For entry that many
+         * hops from the right (never a forged leftmost one). */
+        .client = cdn_hop_client_addr(&r->hdrs, peer_address(r), r->fe->cfg->trusted_hops,
+                                      r->arena),
         .method = r->method,
         .target = r->raw_uri,
         .version = r->version ? r->version : "HTTP/1.1",

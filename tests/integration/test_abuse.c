@@ -367,6 +367,70 @@ test_pipelining(void **state)
     H_PASS(t);
 }
 
+/*
+ * trusted_hops = 1 and a request from 127.0.0.1 with X-Forwarded-For: 6.6.6.6, 10.1.2.3: the
+ * origin sees the chain with the peer appended, and the access log names 10.1.2.3 (the entry the
+ * one trusted hop reported) as the client, never the forged 6.6.6.6.
+ */
+static void
+test_trusted_hops(void **state)
+{
+    struct h_test *t = *state;
+    char log[512], text[700];
+    h_path(t, "a.log", log, sizeof(log));
+    snprintf(text, sizeof(text), "trusted_hops = 1\naccess_log = %s\n", log);
+    start_with(t, "hops.conf", text);
+
+    struct h_resp r;
+    assert_int_equal(h_get(t->node.port, "/xff?cc=no-store&body=hi",
+                           "X-Forwarded-For: 6.6.6.6, 10.1.2.3\r\nUser-Agent: ua-xff\r\n", &r),
+                     0);
+    if (r.status != 200 || r.body == NULL || strcmp(r.body, "hi") != 0)
+        fail_msg("GET /xff: status %d, body \"%s\"", r.status, r.body ? r.body : "");
+    h_resp_free(&r);
+
+    char *head = h_origin_last(t, "/xff");
+    if (head == NULL)
+        fail_msg("the origin saw no request for /xff");
+    char *xff = h_head_join(head, "X-Forwarded-For");
+    printf("abuse: trusted_hops: origin saw X-Forwarded-For: %s\n", xff ? xff : "(none)");
+    if (xff == NULL || strcmp(xff, "6.6.6.6, 10.1.2.3, 127.0.0.1") != 0)
+        fail_msg("the origin saw X-Forwarded-For \"%s\" (expected \"6.6.6.6, 10.1.2.3, "
+                 "127.0.0.1\"); its head:\n%s",
+                 xff ? xff : "(none)", head);
+    free(xff);
+    free(head);
+
+    /* The line is written when the node is done with the request: poll for it. */
+    char line[4096] = "";
+    int64_t deadline = h_now_ms() + H_TIMEOUT_MS;
+    for (int k = 0; k < 1000 && line[0] == '\0' && h_now_ms() < deadline; k++) {
+        char *all = h_read_file(log, NULL);
+        const char *hit = all ? strstr(all, "\"ua-xff\"") : NULL;
+        if (hit) {
+            const char *bol = hit;
+            while (bol > all && bol[-1] != '\n')
+                bol--;
+            const char *eol = strchr(hit, '\n');
+            int n = eol ? (int)(eol - bol) : (int)strlen(bol);
+            snprintf(line, sizeof(line), "%.*s", n, bol);
+        }
+        free(all);
+        if (line[0] == '\0')
+            nap_ms(20);
+    }
+    printf("abuse: trusted_hops: access log: %s\n", line[0] ? line : "(no line)");
+    if (line[0] == '\0')
+        fail_msg("no access log line for the request within %d ms", H_TIMEOUT_MS);
+    if (strncmp(line, "6.6.6.6 ", 8) == 0)
+        fail_msg("the forged leftmost address became the logged client: %s", line);
+    if (strncmp(line, "10.1.2.3 ", 9) != 0)
+        fail_msg("trusted_hops = 1: the access log names the client as \"%.*s\" (expected "
+                 "10.1.2.3, the address the trusted hop reported): %s",
+                 (int)strcspn(line, " "), line, line);
+    H_PASS(t);
+}
+
 int
 main(void)
 {
@@ -374,6 +438,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_slowloris, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_body_limit, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_pipelining, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_trusted_hops, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
