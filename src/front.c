@@ -549,19 +549,28 @@ identity_length(const struct cdn_hdrs *h)
  */
 static enum MHD_Result
 queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const char *cs,
-          int64_t request_time, int64_t response_time)
+          int64_t request_time, int64_t response_time, const struct cdn_decide_out *known)
 {
     struct cdn_front *fe = r->fe;
     struct cdn_hit *hit = &r->hit;
-    int64_t now = cdn_wall_s();
     struct cdn_stored st = hit->st;
     st.hdrs = h;
     st.request_time = request_time;
     st.response_time = response_time;
-    struct cdn_age age;
-    cdn_age_compute(h, st.request_time, st.response_time, now, &age);
-    struct cdn_freshness fr;
-    cdn_freshness_lifetime(st.status, h, st.response_time, cdn_cache_policy(fe->cache), &fr);
+    /* A plain HIT reuses what cdn_decide() computed for this request a moment ago; fields
+     * freshened by a 304, or a stale copy served after an upstream wait, are aged now. */
+    int64_t current_age, lifetime;
+    if (known) {
+        current_age = known->age;
+        lifetime = known->lifetime;
+    } else {
+        struct cdn_age age;
+        struct cdn_freshness fr;
+        cdn_age_compute(h, st.request_time, st.response_time, cdn_wall_s(), &age);
+        cdn_freshness_lifetime(st.status, h, st.response_time, cdn_cache_policy(fe->cache), &fr);
+        current_age = age.current_age;
+        lifetime = fr.lifetime;
+    }
     const struct iovec *iov;
     unsigned niov;
     if (cdn_store_lease_body(hit->lease, hit->idx, &iov, &niov) != 0)
@@ -655,10 +664,10 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
                                 cdn_content_range(rr, first, last, size, cr_buf, sizeof(cr_buf)));
     }
     char agebuf[24];
-    snprintf(agebuf, sizeof(agebuf), "%" PRId64, age.current_age);
+    snprintf(agebuf, sizeof(agebuf), "%" PRId64, current_age);
     MHD_add_response_header(resp, "Age", agebuf);
     add_hop_fields(r, resp,
-                   cdn_arena_printf(r->arena, "%s; ttl=%" PRId64, cs, fr.lifetime - age.current_age));
+                   cdn_arena_printf(r->arena, "%s; ttl=%" PRId64, cs, lifetime - current_age));
     r->status_sent = status;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -929,7 +938,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
             r->outcome = "revalidated";
             return queue_hit(r, method, &merged,
                              cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=304", id, r->fwd),
-                             r->origin_start_wall, cdn_wall_s());
+                             r->origin_start_wall, cdn_wall_s(), NULL);
         }
         int64_t now = cdn_wall_s();
         if ((failed || cdn_status_is_stale_error(status)) &&
@@ -944,7 +953,7 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
                                           "%s; hit; fwd=%s; fwd-status=%d; detail=stale-if-error",
                                           id, r->fwd, status);
             return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.request_time,
-                             r->hit.st.response_time);
+                             r->hit.st.response_time, NULL);
         }
     }
     if (failed) {
@@ -1050,7 +1059,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
                                               ? "; detail=stale-while-revalidate"
                                               : "");
         return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.request_time,
-                         r->hit.st.response_time);
+                         r->hit.st.response_time, &r->dec);
     }
     case P_INVALIDATE:
         r->phase = P_DONE;
