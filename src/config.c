@@ -79,6 +79,7 @@ static const struct key keys[] = {
     {"listen_backlog", K_UINT, F(listen_backlog), 1, INT_MAX},
     {"max_request_body", K_SIZE, F(max_request_body), 0, SIZE_MAX},
     {"origin", K_ORIGINS, F(origins), 0, 0},
+    {"parent", K_ORIGINS, F(parents), 0, 0},
     {"origin_connect_timeout", K_MS, F(origin_connect_timeout_ms), 1, UINT_MAX},
     {"origin_first_byte_timeout", K_MS, F(origin_first_byte_timeout_ms), 1, UINT_MAX},
     {"origin_idle_timeout", K_MS, F(origin_idle_timeout_ms), 1, UINT_MAX},
@@ -97,6 +98,8 @@ static const struct key keys[] = {
     {"stale_if_error_grace", K_SECONDS, F(stale_if_error_grace_s), 0, UINT_MAX},
     {"strip_cache_tags", K_BOOL, F(strip_cache_tags), 0, 0},
     {"gzip", K_BOOL, F(gzip), 0, 0},
+    {"cache_set_cookie", K_BOOL, F(cache_set_cookie), 0, 0},
+    {"request_head_timeout", K_SECONDS, F(request_head_timeout_s), 1, 3600},
     {"cdn_id", K_CDN_ID, F(cdn_id), 0, 0},
     {"loop_allowance", K_UINT, F(loop_allowance), 0, UINT_MAX},
     {"forwarded", K_BOOL, F(forwarded), 0, 0},
@@ -115,6 +118,10 @@ static const struct key keys[] = {
     {"heuristic_max", K_SECONDS, F(heuristic_max_s), 0, UINT_MAX},
     {"admin_listen", K_ADDR, F(admin_listen), 0, 0},
     {"admin_token", K_SECRET, F(admin_token), 0, 0},
+    {"purge_parents", K_ORIGINS, F(purge_parents), 0, 0},
+    {"purge_children", K_ORIGINS, F(purge_children), 0, 0},
+    {"purge_peer_token", K_SECRET, F(purge_peer_token), 0, 0},
+    {"purge_peer_timeout", K_MS, F(purge_peer_timeout_ms), 1, 600000},
     {"log_level", K_LOG_LEVEL, F(log_level), 0, 0},
     {"access_log", K_STRING, F(access_log), 0, 0}, /* "stderr", "off" or a file */
     {"access_log_format", K_ACCESS_LOG_FORMAT, F(access_log_format), 0, 0},
@@ -424,7 +431,7 @@ set_number(struct cdn_config *c, const struct key *k, const char *v, char *err, 
 
 /* Checks one origin URL and stores its canonical form (lowercase, no trailing '/') in *item. */
 static int
-origin_item(char **item, char *err, size_t errlen)
+origin_item(const char *name, char **item, char *err, size_t errlen)
 {
     const char *s = *item, *rest;
     if (strncasecmp(s, "http://", 7) == 0)
@@ -432,43 +439,43 @@ origin_item(char **item, char *err, size_t errlen)
     else if (strncasecmp(s, "https://", 8) == 0)
         rest = s + 8;
     else
-        return errf(err, errlen, "origin: expected an http:// or https:// URL, got '%s'", s);
+        return errf(err, errlen, "%s: expected an http:// or https:// URL, got '%s'", name, s);
     size_t alen = strcspn(rest, "/?#");
     if (strchr(rest, '?') != NULL)
-        return errf(err, errlen, "origin: a query is not allowed, got '%s'", s);
+        return errf(err, errlen, "%s: a query is not allowed, got '%s'", name, s);
     if (strchr(rest, '#') != NULL)
-        return errf(err, errlen, "origin: a fragment is not allowed, got '%s'", s);
+        return errf(err, errlen, "%s: a fragment is not allowed, got '%s'", name, s);
     if (memchr(rest, '@', alen) != NULL)
-        return errf(err, errlen, "origin: user info is not allowed, got '%s'", s);
+        return errf(err, errlen, "%s: user info is not allowed, got '%s'", name, s);
     if (rest[alen] == '/' && rest[alen + 1] != '\0')
         return errf(err, errlen,
-                    "origin: a path is not allowed (scheme, host and port only), "
-                    "got '%s'",
+                    "%s: a path is not allowed (scheme, host and port only), "
+                    "got '%s'", name,
                     s);
     const char *port = NULL;
     size_t hlen;
     if (rest[0] == '[') {
         const char *close = memchr(rest, ']', alen);
         if (close == NULL || !is_ipv6(rest + 1, (size_t)(close - rest - 1)))
-            return errf(err, errlen, "origin: bad IPv6 address in '%s'", s);
+            return errf(err, errlen, "%s: bad IPv6 address in '%s'", name, s);
         hlen = (size_t)(close + 1 - rest);
         if (hlen < alen && rest[hlen] != ':')
-            return errf(err, errlen, "origin: bad host in '%s'", s);
+            return errf(err, errlen, "%s: bad host in '%s'", name, s);
     } else {
         hlen = 0;
         while (hlen < alen && is_host_char(rest[hlen]))
             hlen++;
         if (hlen < alen && rest[hlen] != ':')
-            return errf(err, errlen, "origin: bad host in '%s'", s);
+            return errf(err, errlen, "%s: bad host in '%s'", name, s);
     }
     if (hlen == 0)
-        return errf(err, errlen, "origin: no host in '%s'", s);
+        return errf(err, errlen, "%s: no host in '%s'", name, s);
     if (hlen < alen) {
         port = rest + hlen + 1;
         uint64_t p;
         const char *end;
         if (parse_digits(port, &p, &end) != 0 || end != rest + alen || p < 1 || p > 65535)
-            return errf(err, errlen, "origin: port must be between 1 and 65535, got '%s'", s);
+            return errf(err, errlen, "%s: port must be between 1 and 65535, got '%s'", name, s);
     }
     char *canon = cdn_strndup(s, (size_t)(rest - s) + alen);
     for (char *p = canon; *p; p++)
@@ -483,7 +490,7 @@ list_item(const struct key *k, char **item, char *err, size_t errlen)
 {
     switch (k->kind) {
     case K_ORIGINS:
-        return origin_item(item, err, errlen);
+        return origin_item(k->name, item, err, errlen);
     case K_PARAMS:
         if (strpbrk(*item, "&=#") != NULL)
             return errf(err, errlen, "%s: '%s' is not a query parameter name", k->name, *item);
@@ -502,7 +509,10 @@ set_list(struct cdn_config *c, const struct key *k, const char *v, char *err, si
     size_t *n, cap = CDN_MAX_LIST;
     bool replace = false;
     if (k->kind == K_ORIGINS) {
-        n = &c->n_origins;
+        n = k->off == F(origins)         ? &c->n_origins
+            : k->off == F(parents)       ? &c->n_parents
+            : k->off == F(purge_parents) ? &c->n_purge_parents
+                                         : &c->n_purge_children;
         cap = CDN_MAX_ORIGINS;
     } else if (k->kind == K_PARAMS) {
         n = &c->n_cache_key_drop_params;
@@ -689,6 +699,8 @@ cdn_config_defaults(struct cdn_config *c)
     c->stale_if_error_grace_s = 0;
     c->strip_cache_tags = true;
     c->gzip = true;
+    c->cache_set_cookie = false;
+    c->request_head_timeout_s = 10;
     c->cdn_id = default_cdn_id();
     c->loop_allowance = 0;
     c->forwarded = false;
@@ -705,6 +717,7 @@ cdn_config_defaults(struct cdn_config *c)
     c->heuristic_percent = 10;
     c->heuristic_max_s = 86400;
     c->admin_listen = cdn_strdup("127.0.0.1:9090");
+    c->purge_peer_timeout_ms = 2000;
     c->log_level = CDN_LOG_INFO;
     c->access_log = cdn_strdup("stderr");
     c->access_log_format = CDN_ACCESSLOG_COMBINED;
@@ -856,8 +869,11 @@ int
 cdn_config_check(const struct cdn_config *c, char *err, size_t errlen)
 {
     int rc;
-    if (c->n_origins == 0)
-        return errf(err, errlen, "no origin configured (set 'origin' or --origin)");
+    if (c->n_origins + c->n_parents == 0)
+        return errf(err, errlen, "no origin configured (set 'origin' or --origin, or 'parent')");
+    if (c->n_origins + c->n_parents > CDN_MAX_ORIGINS)
+        return errf(err, errlen, "origin and parent: at most %d upstreams in all, got %zu",
+                    CDN_MAX_ORIGINS, c->n_origins + c->n_parents);
     if (c->listen_tls != NULL) {
         if (c->tls_cert == NULL || c->tls_key == NULL)
             return errf(err, errlen, "listen_tls requires tls_cert and tls_key");
@@ -870,6 +886,12 @@ cdn_config_check(const struct cdn_config *c, char *err, size_t errlen)
         return rc;
     if (c->admin_token != NULL && strlen(c->admin_token) < MIN_ADMIN_TOKEN)
         return errf(err, errlen, "admin_token: must be at least %d bytes", MIN_ADMIN_TOKEN);
+    if (c->purge_peer_token != NULL && strlen(c->purge_peer_token) < MIN_ADMIN_TOKEN)
+        return errf(err, errlen, "purge_peer_token: must be at least %d bytes", MIN_ADMIN_TOKEN);
+    if (c->n_purge_parents + c->n_purge_children > 0 && c->purge_peer_token == NULL &&
+        c->admin_token == NULL)
+        return errf(err, errlen, "purge_parents/purge_children need purge_peer_token or "
+                                 "admin_token (the peers' bearer token)");
     const struct {
         const char *name, *addr;
     } l[] = {
@@ -887,12 +909,19 @@ cdn_config_free(struct cdn_config *c)
 {
     char **strings[] = {
         &c->listen, &c->listen_tls, &c->tls_cert,     &c->tls_key,     &c->origin_ca_file,
-        &c->cdn_id, &c->cache_dir,  &c->admin_listen, &c->admin_token, &c->origin_health_path};
+        &c->cdn_id, &c->cache_dir,  &c->admin_listen, &c->admin_token, &c->origin_health_path,
+        &c->purge_peer_token};
     for (size_t i = 0; i < CDN_ARRAY_LEN(strings); i++)
         free(*strings[i]);
     free(c->access_log);
     for (size_t i = 0; i < c->n_origins; i++)
         free(c->origins[i]);
+    for (size_t i = 0; i < c->n_parents; i++)
+        free(c->parents[i]);
+    for (size_t i = 0; i < c->n_purge_parents; i++)
+        free(c->purge_parents[i]);
+    for (size_t i = 0; i < c->n_purge_children; i++)
+        free(c->purge_children[i]);
     for (size_t i = 0; i < c->n_cache_key_drop_params; i++)
         free(c->cache_key_drop_params[i]);
     for (size_t i = 0; i < c->n_target_cache_control; i++)

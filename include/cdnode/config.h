@@ -4,8 +4,8 @@
  * a flag and a file line can never disagree about what a value means.
  *
  * File syntax: one `key = value` per line; `#` starts a comment (outside quotes); blank lines are
- * ignored; a value may be wrapped in double quotes. List keys (origin, cache_key_drop_params,
- * target_cache_control) take several whitespace-separated values and may be repeated to append.
+ * ignored; a value may be wrapped in double quotes. List keys (origin, parent, purge_parents,
+ * purge_children, cache_key_drop_params, target_cache_control) take several whitespace-separated values and may be repeated to append.
  * Sizes take k/m/g suffixes (powers of 1024), durations ms/s/m/h (bare numbers are seconds).
  *
  * Strings in the struct are owned by it (malloc) and released by cdn_config_free(). A config is
@@ -37,7 +37,13 @@ struct cdn_config {
     size_t max_request_body;    /* max_request_body = SIZE       default 16m */
     /* upstream */
     char *origins[CDN_MAX_ORIGINS]; /* origin = URL [URL...]     http:// or https://, no path */
-    size_t n_origins;           /*                               default none: required to run */
+    size_t n_origins;           /*                               default none */
+    char *parents[CDN_MAX_ORIGINS]; /* parent = URL [URL...]     parent nodes, default none: each
+                                   object goes to the parent rendezvous hashing of its cache key
+                                   picks, then the next parent; origins are used only when no
+                                   parent can be reached. At least one origin or parent is needed;
+                                   parents + origins together at most CDN_MAX_ORIGINS. */
+    size_t n_parents;
     unsigned origin_connect_timeout_ms;    /* origin_connect_timeout = DUR   default 5s */
     unsigned origin_first_byte_timeout_ms; /* origin_first_byte_timeout = DUR default 30s */
     unsigned origin_idle_timeout_ms;       /* origin_idle_timeout = DUR      default 30s */
@@ -61,6 +67,12 @@ struct cdn_config {
                                    Cache-Tag are not sent to clients */
     bool gzip;                  /* gzip = on|off                default on: store compressible
                                    identity responses gzip-compressed (text, JSON, SVG, ...) */
+    bool cache_set_cookie;      /* cache_set_cookie = on|off    default off: a response with
+                                   Set-Cookie is stored only with an explicit public, s-maxage or
+                                   targeted max-age (it would hand one user's cookie to others) */
+    unsigned request_head_timeout_s; /* request_head_timeout = DUR default 10s: a connection must
+                                   send a whole request head this long after it opens or after its
+                                   previous response; otherwise it is closed (slow clients) */
     /* hops */
     char *cdn_id;               /* cdn_id = NAME (token)         default: derived from host name */
     unsigned loop_allowance;    /* loop_allowance = N            default 0: our id once = 508 */
@@ -84,6 +96,14 @@ struct cdn_config {
     /* admin */
     char *admin_listen;         /* admin_listen = ADDR:PORT      default 127.0.0.1:9090 */
     char *admin_token;          /* admin_token = STRING          default none: only /healthz */
+    char *purge_parents[CDN_MAX_ORIGINS];  /* purge_parents = URL [URL...] admin listeners of the
+                                   parent nodes: each purge is forwarded to them first */
+    size_t n_purge_parents;
+    char *purge_children[CDN_MAX_ORIGINS]; /* purge_children = URL [URL...] admin listeners of the
+                                   child nodes: each purge is forwarded to them after the parents */
+    size_t n_purge_children;
+    char *purge_peer_token;     /* purge_peer_token = STRING     default: admin_token */
+    unsigned purge_peer_timeout_ms; /* purge_peer_timeout = DUR  default 2s per peer */
     /* logging */
     int log_level;              /* log_level = error|warn|info|debug  default info */
     char *access_log;           /* access_log = stderr|off|FILE  default stderr */

@@ -87,6 +87,10 @@ dump(const struct cdn_config *c)
     U(max_request_body);
     for (size_t i = 0; i < c->n_origins; i++)
         fprintf(f, "origin=%s\n", c->origins[i]);
+    for (size_t i = 0; i < c->n_parents; i++)
+        fprintf(f, "parent=%s\n", c->parents[i]);
+    U(cache_set_cookie);
+    U(request_head_timeout_s);
     U(origin_connect_timeout_ms);
     U(origin_first_byte_timeout_ms);
     U(origin_idle_timeout_ms);
@@ -111,6 +115,12 @@ dump(const struct cdn_config *c)
     U(heuristic_max_s);
     S(admin_listen);
     S(admin_token);
+    for (size_t i = 0; i < c->n_purge_parents; i++)
+        fprintf(f, "purge_parent=%s\n", c->purge_parents[i]);
+    for (size_t i = 0; i < c->n_purge_children; i++)
+        fprintf(f, "purge_child=%s\n", c->purge_children[i]);
+    S(purge_peer_token);
+    U(purge_peer_timeout_ms);
     U(log_level);
     S(access_log);
     U(access_log_format);
@@ -325,6 +335,18 @@ static const struct {
      "max_request_body: expected a size such as 512, 64k, 16m or 1g, got '1t'"},
     {"origin", "https://Example.com:8443/", "ftp://x",
      "origin: expected an http:// or https:// URL, got 'ftp://x'"},
+    {"parent", "http://10.0.0.1:8080 http://10.0.0.2:8080", "http://p/x",
+     "parent: a path is not allowed (scheme, host and port only), got 'http://p/x'"},
+    {"cache_set_cookie", "on", "sometimes", "cache_set_cookie: expected on or off, got 'sometimes'"},
+    {"request_head_timeout", "30s", "2h",
+     "request_head_timeout: must be at most 1h, got '2h'"},
+    {"purge_parents", "http://127.0.0.1:9091", "127.0.0.1:9091",
+     "purge_parents: expected an http:// or https:// URL, got '127.0.0.1:9091'"},
+    {"purge_children", "http://[::1]:9092 http://127.0.0.2:9092", "http://a?x=1",
+     "purge_children: a query is not allowed, got 'http://a?x=1'"},
+    {"purge_peer_token", "fedcba9876543210", "a b",
+     "purge_peer_token: must not contain whitespace or control characters"},
+    {"purge_peer_timeout", "500ms", "0", "purge_peer_timeout: must be at least 1ms, got '0'"},
     {"origin_connect_timeout", "250ms", "0",
      "origin_connect_timeout: must be at least 1ms, got '0'"},
     {"origin_first_byte_timeout", "1m", "5 s",
@@ -367,7 +389,7 @@ static void
 test_set_every_key(void **state)
 {
     (void)state;
-    assert_int_equal(CDN_ARRAY_LEN(keys), 36); /* one row per key in config.h */
+    assert_int_equal(CDN_ARRAY_LEN(keys), 43); /* one row per key in config.h */
     for (size_t i = 0; i < CDN_ARRAY_LEN(keys); i++) {
         struct cdn_config c;
         char err[512] = "";
@@ -934,7 +956,7 @@ test_check(void **state)
         const char *why;    /* NULL: passes */
     } cases[] = {
         {{NULL}, NULL},
-        {{"origin", "-"}, "no origin configured (set 'origin' or --origin)"},
+        {{"origin", "-"}, "no origin configured (set 'origin' or --origin, or 'parent')"},
         {{"listen_tls", "127.0.0.1:8443"}, "listen_tls requires tls_cert and tls_key"},
         {{"listen_tls", "127.0.0.1:8443", "tls_cert", "@CERT"},
          "listen_tls requires tls_cert and tls_key"},
