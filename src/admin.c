@@ -248,7 +248,7 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
         for (size_t i = 0; i < no; i++) {
             /* Origin URLs are validated at load (no quotes or backslashes can reach here). */
             char label[300];
-            snprintf(label, sizeof(label), "{origin=\"%s\"}", os[i].url);
+            snprintf(label, sizeof(label), "{origin=\"%.255s\"}", os[i].url);
             uint64_t v = m == 0   ? os[i].healthy
                          : m == 1 ? os[i].outstanding
                          : m == 2 ? os[i].requests
