@@ -11,6 +11,16 @@
  * next handler call answers. So a 200 is sent only once the purge is synced to disk. `pending`
  * counts purges whose done has not run: stop waits for them, because MHD must not be stopped
  * with a connection still suspended.
+ *
+ * Fan-out (peers.h): when the local purge succeeded and the node has purge peers, the store's
+ * done hands the purge to the peers thread instead of resuming; that thread's done writes the
+ * JSON answer with every peer's result and resumes. `pending` covers both steps. A purge that
+ * carries CDN-Purge-Forwarded came from a peer and is applied here only.
+ *
+ * What a reload may change (tokens, purge peers, their timeout) lives in a struct aconf: an
+ * immutable, refcounted snapshot copied from a config. Each request takes a reference when it
+ * starts and uses that one snapshot to its end, fan-out included; cdn_admin_reconfigure()
+ * installs a new one under conf_mu. Nothing is read from the start-up config after start.
  */
 #include "cdnode/admin.h"
 #include "cdnode/arena.h"
@@ -20,6 +30,7 @@
 #include "cdnode/config.h"
 #include "cdnode/front.h"
 #include "cdnode/log.h"
+#include "cdnode/peers.h"
 #include "cdnode/purge.h"
 #include "cdnode/store.h"
 #include "cdnode/upstream.h"
@@ -42,9 +53,24 @@
 /* How long stop waits for purges the store has not settled yet. */
 #define STOP_WAIT_S 30
 
+/* The reloadable part of the configuration (see the top comment). */
+struct aconf {
+    atomic_uint refs;
+    char *token;       /* admin_token; NULL: only /healthz */
+    char *peer_token;  /* sent to peers: purge_peer_token, else admin_token */
+    unsigned timeout_ms;
+    size_t n_parents, n_children;
+    char *parents[CDN_MAX_ORIGINS];
+    char *children[CDN_MAX_ORIGINS];
+};
+
 struct cdn_admin {
     uint32_t magic;
-    const struct cdn_config *cfg;
+    char *cdn_id;
+    struct cdn_peers *peers;
+    pthread_mutex_t conf_mu; /* guards conf (the pointer; what it points to never changes) */
+    struct aconf *conf;
+    _Atomic uint64_t purges_client, purges_peer; /* purges accepted, by where they came from */
     struct cdn_front *fe;
     struct cdn_upstream *up;
     struct cdn_cache *cache;
@@ -67,15 +93,60 @@ struct cdn_admin {
 struct areq {
     uint32_t magic;
     struct cdn_admin *a;
+    struct aconf *conf; /* the snapshot this request uses, referenced */
     struct MHD_Connection *conn;
     struct cdn_arena *arena;
     const char *raw_uri; /* the request-target as received (MHD strips the query from `url`) */
     bool started;        /* the first handler call (headers only) happened */
     bool waiting;        /* a purge is queued; the connection is suspended */
     const char *what;    /* the purge, for the log */
+    const char *fwd;     /* the query to forward to the peers; NULL: no fan-out */
+    char *answer;        /* with fan-out: the JSON answer (malloc), written before resuming */
+    unsigned peer_failures;
     atomic_bool settled; /* the store's done ran: `result` is valid */
     atomic_int result;
 };
+
+static struct aconf *
+conf_new(const struct cdn_config *cfg)
+{
+    struct aconf *c = cdn_calloc(1, sizeof(*c));
+    atomic_init(&c->refs, 1);
+    c->token = cfg->admin_token ? cdn_strdup(cfg->admin_token) : NULL;
+    const char *pt = cfg->purge_peer_token ? cfg->purge_peer_token : cfg->admin_token;
+    c->peer_token = pt ? cdn_strdup(pt) : NULL;
+    c->timeout_ms = cfg->purge_peer_timeout_ms;
+    for (size_t i = 0; i < cfg->n_purge_parents && i < CDN_MAX_ORIGINS; i++)
+        c->parents[c->n_parents++] = cdn_strdup(cfg->purge_parents[i]);
+    for (size_t i = 0; i < cfg->n_purge_children && i < CDN_MAX_ORIGINS; i++)
+        c->children[c->n_children++] = cdn_strdup(cfg->purge_children[i]);
+    return c;
+}
+
+static void
+conf_unref(struct aconf *c)
+{
+    if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    free(c->token);
+    free(c->peer_token);
+    for (size_t i = 0; i < c->n_parents; i++)
+        free(c->parents[i]);
+    for (size_t i = 0; i < c->n_children; i++)
+        free(c->children[i]);
+    free(c);
+}
+
+/* The current snapshot, referenced: release with conf_unref(). */
+static struct aconf *
+conf_get(struct cdn_admin *a)
+{
+    pthread_mutex_lock(&a->conf_mu);
+    struct aconf *c = a->conf;
+    atomic_fetch_add(&c->refs, 1);
+    pthread_mutex_unlock(&a->conf_mu);
+    return c;
+}
 
 static enum MHD_Result
 reply(struct MHD_Connection *conn, unsigned status, const char *ctype, const char *body, size_t len)
@@ -116,9 +187,9 @@ same_token(const char *tok, const char *cand)
  * for anything that changes state, which a cross-site form could then trigger.
  */
 static bool
-authorized(struct cdn_admin *a, struct MHD_Connection *conn, bool query_ok)
+authorized(const struct aconf *c, struct MHD_Connection *conn, bool query_ok)
 {
-    const char *tok = a->cfg->admin_token;
+    const char *tok = c->token;
     if (tok == NULL)
         return false;
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
@@ -205,9 +276,19 @@ metrics(struct cdn_admin *a, struct MHD_Connection *conn)
     metric(out, "cdnode_requests_total", ctr, NULL, fs.requests);
     metric(out, "cdnode_admin_auth_failures_total", ctr, NULL, atomic_load(&a->auth_failures));
     metric(out, "cdnode_admin_auth_limited_total", ctr, NULL, atomic_load(&a->auth_limited));
+    struct cdn_peers_stats ps;
+    cdn_peers_stats(a->peers, &ps);
+    metric(out, "cdnode_admin_purges_total", ctr, "{from=\"client\"}",
+           atomic_load(&a->purges_client));
+    metric(out, "cdnode_admin_purges_total", NULL, "{from=\"peer\"}", atomic_load(&a->purges_peer));
+    metric(out, "cdnode_purge_peer_requests_total", ctr, NULL, ps.forwarded);
+    metric(out, "cdnode_purge_peer_failures_total", ctr, NULL, ps.failures);
     metric(out, "cdnode_requests_rejected_total", ctr, NULL, fs.rejected);
     metric(out, "cdnode_loops_total", ctr, NULL, fs.loops);
     metric(out, "cdnode_requests_active", gauge, NULL, fs.active);
+    metric(out, "cdnode_connections_open", gauge, NULL, fs.connections);
+    metric(out, "cdnode_connections_refused_total", ctr, NULL, fs.conn_refused);
+    metric(out, "cdnode_connections_head_timeouts_total", ctr, NULL, fs.head_timeouts);
     metric(out, "cdnode_bytes_out_total", ctr, NULL, fs.bytes_out);
     metric(out, "cdnode_cache_responses_total", ctr, "{outcome=\"hit\"}", fs.hits);
     metric(out, "cdnode_cache_responses_total", NULL, "{outcome=\"stale\"}", fs.stale);
@@ -623,7 +704,7 @@ status_json(struct cdn_admin *a, struct MHD_Connection *conn)
     if (out == NULL)
         return reply_json_error(conn, 500, "out of memory");
     fputs("{\n  \"node\": ", out);
-    json_str(out, a->cfg->cdn_id ? a->cfg->cdn_id : "");
+    json_str(out, a->cdn_id);
     fputs(",\n  \"version\": ", out);
     json_str(out, CDNODE_VERSION);
     fprintf(out, ",\n  \"uptime_s\": %lld", (long long)(now.tv_sec - a->started.tv_sec));
@@ -658,13 +739,42 @@ status_json(struct cdn_admin *a, struct MHD_Connection *conn)
     return r;
 }
 
-/* Writer thread: the purge is settled (synced when result >= 0). Short: store, resume, count. */
-static void
-purged(void *arg, int result)
+/*
+ * The answer to a purge with fan-out: {"purged": N, "peers": [...]} with one object per peer in
+ * res order: "peer" and "role", then "status" when the peer answered, then "purged" (its count)
+ * on success or "error". Returns malloc'ed text (NUL-terminated) with its length in *len.
+ */
+static char *
+purge_json(int purged, const struct cdn_peer_result *res, size_t n, size_t *len)
 {
-    struct areq *r = arg;
+    char *buf = NULL;
+    FILE *out = open_memstream(&buf, len);
+    CDN_ASSERT(out != NULL);
+    fprintf(out, "{\"purged\": %d, \"peers\": [", purged);
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? ", {\"peer\": " : "{\"peer\": ", out);
+        json_str(out, res[i].url);
+        fprintf(out, ", \"role\": \"%s\"", res[i].role == CDN_PEER_PARENT ? "parent" : "child");
+        if (res[i].status != 0)
+            fprintf(out, ", \"status\": %d", res[i].status);
+        if (res[i].error[0] == '\0') {
+            fprintf(out, ", \"purged\": %ld}", res[i].purged);
+        } else {
+            fputs(", \"error\": ", out);
+            json_str(out, res[i].error);
+            fputc('}', out);
+        }
+    }
+    fputs("]}\n", out);
+    fclose(out);
+    return buf;
+}
+
+/* The purge of r is settled, fan-out included: let the MHD thread answer. Any thread. */
+static void
+settle(struct areq *r)
+{
     struct cdn_admin *a = r->a;
-    atomic_store(&r->result, result);
     atomic_store(&r->settled, true);
     /* From here the MHD thread may finish the request and free r. */
     MHD_resume_connection(r->conn);
@@ -674,8 +784,48 @@ purged(void *arg, int result)
     pthread_mutex_unlock(&a->mu);
 }
 
+/* Peers thread: every peer has answered or failed. */
+static void
+fanned(void *arg, const struct cdn_peer_result *res, size_t n)
+{
+    struct areq *r = arg;
+    CDN_CHECK_MAGIC(r, AREQ_MAGIC);
+    size_t len;
+    for (size_t i = 0; i < n; i++)
+        r->peer_failures += res[i].error[0] != '\0';
+    r->answer = purge_json(atomic_load(&r->result), res, n, &len);
+    settle(r);
+}
+
+/* Writer thread: the purge is settled (synced when result >= 0). Short: store, then resume or
+ * hand over to the peers thread. */
+static void
+purged(void *arg, int result)
+{
+    struct areq *r = arg;
+    CDN_CHECK_MAGIC(r, AREQ_MAGIC);
+    atomic_store(&r->result, result);
+    if (result >= 0 && r->fwd != NULL) {
+        const struct aconf *c = r->conf;
+        struct cdn_peers_job job = {
+            .parents = (const char *const *)c->parents,
+            .n_parents = c->n_parents,
+            .children = (const char *const *)c->children,
+            .n_children = c->n_children,
+            .query = r->fwd,
+            .token = c->peer_token,
+            .origin = r->a->cdn_id,
+            .timeout_ms = c->timeout_ms,
+        };
+        cdn_peers_forward(r->a->peers, &job, fanned, r);
+        return;
+    }
+    settle(r);
+}
+
+/* Queues the purge p. fwd: the same purge as a POST /purge query, for the peers. */
 static enum MHD_Result
-submit(struct areq *r, const struct cdn_purge_req *p)
+submit(struct areq *r, const struct cdn_purge_req *p, const char *fwd)
 {
     struct cdn_admin *a = r->a;
     pthread_mutex_lock(&a->mu);
@@ -686,8 +836,18 @@ submit(struct areq *r, const struct cdn_purge_req *p)
     if (stopping)
         return reply_json_error(r->conn, 503, "stopping");
     static const char *const kinds[] = {"url", "prefix", "tag", "all"};
-    r->what = cdn_arena_printf(r->arena, "%s%s%s%.*s", p->soft ? "soft " : "", kinds[p->kind],
-                               p->kind == CDN_PURGE_ALL ? "" : " ", (int)p->len, p->pattern);
+    const char *from = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, CDN_PEERS_MARKER);
+    r->what = cdn_arena_printf(r->arena, "%s%s%s%.*s%s%s", p->soft ? "soft " : "", kinds[p->kind],
+                               p->kind == CDN_PURGE_ALL ? "" : " ", (int)p->len, p->pattern,
+                               from ? " forwarded by " : "", from ? from : "");
+    /* A forwarded purge is never forwarded again: fan-out is one hop, so no loop can form. */
+    if (from != NULL) {
+        atomic_fetch_add(&a->purges_peer, 1);
+    } else {
+        atomic_fetch_add(&a->purges_client, 1);
+        if (r->conf->n_parents + r->conf->n_children > 0)
+            r->fwd = fwd;
+    }
     r->waiting = true;
     /* Suspend first: done may run before cdn_store_purge returns. */
     MHD_suspend_connection(r->conn);
@@ -695,7 +855,7 @@ submit(struct areq *r, const struct cdn_purge_req *p)
     return MHD_YES;
 }
 
-/* The connection was resumed by purged(): answer with the store's result. */
+/* The connection was resumed by settle(): answer with the store's result (and the peers'). */
 static enum MHD_Result
 purge_reply(struct areq *r)
 {
@@ -703,6 +863,19 @@ purge_reply(struct areq *r)
     if (result < 0) {
         cdn_error("admin: purge %s failed: %s", r->what, cdn_strerror(result));
         return reply_json_error(r->conn, result == CDN_ESHUTDOWN ? 503 : 500, cdn_strerror(result));
+    }
+    if (r->answer != NULL) {
+        size_t n = r->conf->n_parents + r->conf->n_children;
+        if (r->peer_failures > 0)
+            cdn_warn("admin: purge %s: %d records; %u of %zu peers failed", r->what, result,
+                     r->peer_failures, n);
+        else
+            cdn_info("admin: purge %s: %d records; forwarded to %zu peers", r->what, result, n);
+        /* 200 even when a peer failed: the purge happened here, and the body says the rest. */
+        enum MHD_Result ret = reply(r->conn, 200, "application/json", r->answer, strlen(r->answer));
+        free(r->answer);
+        r->answer = NULL;
+        return ret;
     }
     cdn_info("admin: purge %s: %d records", r->what, result);
     char buf[64];
@@ -750,10 +923,11 @@ purge_api(struct areq *r, const char *method)
     if (cdn_purge_parse(g.names, g.values, g.n, cdn_cache_key_opts(r->a->cache), r->arena, &p,
                         &reason) != 0)
         return reply_json_error(r->conn, 400, reason);
-    return submit(r, &p);
+    return submit(r, &p, cdn_peers_query(g.names, g.values, g.n, r->arena));
 }
 
-/* PURGE /path?query with Host: purges every variant of that URL (http://). */
+/* PURGE /path?query with Host: purges every variant of that URL (http://). Peers get it as
+ * POST /purge?url=<that absolute URL>. */
 static enum MHD_Result
 purge_method(struct areq *r)
 {
@@ -764,7 +938,7 @@ purge_method(struct areq *r)
         return reply_json_error(r->conn, 400,
                                 "PURGE needs an origin-form target and a valid "
                                 "Host, or an absolute http(s) URL");
-    return submit(r, &p);
+    return submit(r, &p, cdn_peers_url_query(host, r->raw_uri, 0, r->arena));
 }
 
 static void *
@@ -773,6 +947,7 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     struct areq *r = cdn_calloc(1, sizeof(*r));
     r->magic = AREQ_MAGIC;
     r->a = cls;
+    r->conf = conf_get(r->a);
     r->conn = conn;
     r->arena = cdn_arena_new(1024);
     r->raw_uri = cdn_arena_strdup(r->arena, uri);
@@ -790,6 +965,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     CDN_CHECK_MAGIC(r, AREQ_MAGIC);
     *con_cls = NULL;
+    free(r->answer);
+    conf_unref(r->conf);
     cdn_arena_free(r->arena);
     r->magic = 0;
     free(r);
@@ -812,7 +989,7 @@ on_admin(void *cls, struct MHD_Connection *conn, const char *url, const char *me
     }
     if (r->waiting) {
         if (!atomic_load(&r->settled))
-            return MHD_YES; /* not resumed by purged(): nothing to do yet */
+            return MHD_YES; /* not resumed by settle(): nothing to do yet */
         r->waiting = false;
         return purge_reply(r);
     }
@@ -821,7 +998,7 @@ on_admin(void *cls, struct MHD_Connection *conn, const char *url, const char *me
     if (!purge && strcmp(url, "/healthz") == 0)
         return reply(conn, 200, "text/plain", "ok\n", 3);
     bool page = get && strcmp(url, "/") == 0, json = get && strcmp(url, "/status.json") == 0;
-    if (!authorized(a, conn, page || json))
+    if (!authorized(r->conf, conn, page || json))
         return refuse(a, conn);
     if (purge)
         return purge_method(r);
@@ -834,6 +1011,19 @@ on_admin(void *cls, struct MHD_Connection *conn, const char *url, const char *me
     if (get && strcmp(url, "/metrics") == 0)
         return metrics(a, conn);
     return reply(conn, 404, "text/plain", "404 Not Found\n", 14);
+}
+
+static void
+admin_free(struct cdn_admin *a)
+{
+    cdn_peers_free(a->peers);
+    conf_unref(a->conf);
+    pthread_cond_destroy(&a->settled);
+    pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->conf_mu);
+    free(a->cdn_id);
+    a->magic = 0;
+    free(a);
 }
 
 struct cdn_admin *
@@ -866,14 +1056,20 @@ cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_u
         cdn_error("cannot use admin address '%s'", cfg->admin_listen);
         return NULL;
     }
+    struct cdn_peers *peers = cdn_peers_start();
+    if (peers == NULL)
+        return NULL;
     struct cdn_admin *a = cdn_calloc(1, sizeof(*a));
     a->magic = ADMIN_MAGIC;
-    a->cfg = cfg;
+    a->cdn_id = cdn_strdup(cfg->cdn_id ? cfg->cdn_id : "");
+    a->peers = peers;
+    a->conf = conf_new(cfg);
     a->fe = fe;
     a->up = up;
     a->cache = cache;
     a->collapse = collapse;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->conf_mu, NULL);
     pthread_cond_init(&a->settled, NULL);
     clock_gettime(CLOCK_MONOTONIC, &a->started);
     char css[64], js[64];
@@ -890,12 +1086,40 @@ cdn_admin_start(const struct cdn_config *cfg, struct cdn_front *fe, struct cdn_u
                             on_completed, a, MHD_OPTION_END);
     if (a->d == NULL) {
         cdn_error("cannot listen on admin address %s: %s", cfg->admin_listen, strerror(errno));
-        pthread_cond_destroy(&a->settled);
-        pthread_mutex_destroy(&a->mu);
-        free(a);
+        admin_free(a);
         return NULL;
     }
     return a;
+}
+
+int
+cdn_admin_reconfigure(struct cdn_admin *a, const struct cdn_config *cfg)
+{
+    CDN_CHECK_MAGIC(a, ADMIN_MAGIC);
+    struct aconf *c = conf_new(cfg);
+    pthread_mutex_lock(&a->conf_mu);
+    struct aconf *old = a->conf;
+    a->conf = c;
+    pthread_mutex_unlock(&a->conf_mu);
+    /* Requests still holding the old snapshot finish with it; the last one frees it. */
+    conf_unref(old);
+    cdn_info("admin: reconfigured (%s token, %zu purge parents, %zu purge children)",
+             c->token ? "with" : "no", c->n_parents, c->n_children);
+    return 0;
+}
+
+/* Waits until no purge is pending or the deadline (CLOCK_REALTIME) passes; returns how many are
+ * still pending. */
+static unsigned
+wait_settled(struct cdn_admin *a, const struct timespec *deadline)
+{
+    pthread_mutex_lock(&a->mu);
+    int rc = 0;
+    while (a->pending > 0 && rc == 0)
+        rc = pthread_cond_timedwait(&a->settled, &a->mu, deadline);
+    unsigned pending = a->pending;
+    pthread_mutex_unlock(&a->mu);
+    return pending;
 }
 
 void
@@ -904,18 +1128,22 @@ cdn_admin_stop(struct cdn_admin *a)
     if (a == NULL)
         return;
     CDN_CHECK_MAGIC(a, ADMIN_MAGIC);
-    /* The store calls done for every queued purge, so this ends; the deadline is for a store
-     * that hangs on its disk. */
+    pthread_mutex_lock(&a->mu);
+    a->stopping = true;
+    pthread_mutex_unlock(&a->mu);
+    /* The store calls done for every queued purge and a fan-out ends within two peer timeouts,
+     * so this ends; the deadline is for a store that hangs on its disk or very long timeouts. */
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += STOP_WAIT_S;
-    pthread_mutex_lock(&a->mu);
-    a->stopping = true;
-    int rc = 0;
-    while (a->pending > 0 && rc == 0)
-        rc = pthread_cond_timedwait(&a->settled, &a->mu, &deadline);
-    unsigned pending = a->pending;
-    pthread_mutex_unlock(&a->mu);
+    unsigned pending = wait_settled(a, &deadline);
+    if (pending > 0) {
+        /* Fan-outs still waiting on peers end now, reporting "node stopping". */
+        cdn_peers_stop(a->peers);
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 5;
+        pending = wait_settled(a, &deadline);
+    }
     if (pending > 0) {
         /* MHD would abort on a suspended connection, and purged() will still touch a. */
         cdn_error("admin: %u purges not settled after %d s: leaving the admin listener open",
@@ -923,8 +1151,5 @@ cdn_admin_stop(struct cdn_admin *a)
         return;
     }
     MHD_stop_daemon(a->d);
-    pthread_cond_destroy(&a->settled);
-    pthread_mutex_destroy(&a->mu);
-    a->magic = 0;
-    free(a);
+    admin_free(a);
 }
