@@ -50,9 +50,11 @@ _Static_assert(CDN_ACCESSLOG_LINE_MAX <= PIPE_BUF, "a line must be one atomic wr
 
 struct cdn_accesslog {
     uint32_t magic;
-    enum cdn_accesslog_format format;
-    int fd;     /* -1 when off; STDERR_FILENO; or a file this log owns */
-    char *path; /* the file's path, NULL for stderr and off */
+    _Atomic int format;   /* enum cdn_accesslog_format */
+    _Atomic int fd;       /* what writers use: -1 when off; STDERR_FILENO; or file_fd */
+    int file_fd;          /* the file descriptor this log owns, -1 before a file was opened; kept
+                             open once opened (a writer may still hold its number) and reused */
+    char *path;           /* the file's path, NULL for stderr and off (control thread only) */
     _Atomic uint64_t failed;
     atomic_bool warned; /* a failed write was reported since the last (re)open */
 };
@@ -400,8 +402,9 @@ cdn_accesslog_open(const char *spec, enum cdn_accesslog_format format, struct cd
     }
     struct cdn_accesslog *l = cdn_calloc(1, sizeof(*l));
     l->magic = ACCESSLOG_MAGIC;
-    l->format = format;
-    l->fd = fd;
+    atomic_init(&l->format, (int)format);
+    atomic_init(&l->fd, fd);
+    l->file_fd = path != NULL ? fd : -1;
     l->path = path;
     atomic_init(&l->failed, 0);
     atomic_init(&l->warned, false);
@@ -413,13 +416,16 @@ void
 cdn_accesslog_write(struct cdn_accesslog *l, const struct cdn_accesslog_entry *e)
 {
     CDN_CHECK_MAGIC(l, ACCESSLOG_MAGIC);
-    if (l->fd < 0)
+    int fd = atomic_load_explicit(&l->fd, memory_order_acquire);
+    if (fd < 0)
         return;
     char line[CDN_ACCESSLOG_LINE_MAX];
-    size_t n = cdn_accesslog_format(e, l->format, line, sizeof(line));
+    size_t n = cdn_accesslog_format(
+        e, (enum cdn_accesslog_format)atomic_load_explicit(&l->format, memory_order_relaxed),
+        line, sizeof(line));
     ssize_t w;
     do
-        w = write(l->fd, line, n);
+        w = write(fd, line, n);
     while (w < 0 && errno == EINTR);
     if (w == (ssize_t)n)
         return;
@@ -441,13 +447,49 @@ cdn_accesslog_reopen(struct cdn_accesslog *l)
         return CDN_EIO;
     /* dup2 keeps O_APPEND (it lives in the file description) but clears FD_CLOEXEC; dup3 sets it.
      */
-    if (dup3(fd, l->fd, O_CLOEXEC) < 0) {
+    if (dup3(fd, l->file_fd, O_CLOEXEC) < 0) {
         int saved = errno;
         close(fd);
         errno = saved;
         return CDN_EIO;
     }
     close(fd);
+    atomic_store_explicit(&l->warned, false, memory_order_relaxed);
+    return 0;
+}
+
+int
+cdn_accesslog_reconfigure(struct cdn_accesslog *l, const char *spec,
+                          enum cdn_accesslog_format format)
+{
+    CDN_CHECK_MAGIC(l, ACCESSLOG_MAGIC);
+    if (spec == NULL || spec[0] == '\0')
+        return CDN_EINVAL;
+    int fd = -1;
+    char *path = NULL;
+    if (strcmp(spec, "stderr") == 0) {
+        fd = STDERR_FILENO;
+    } else if (strcmp(spec, "off") != 0) {
+        int nfd = open_file(spec);
+        if (nfd < 0)
+            return CDN_EIO;
+        if (l->file_fd < 0) {
+            l->file_fd = nfd;
+        } else if (dup3(nfd, l->file_fd, O_CLOEXEC) < 0) { /* atomic, as for a reopen */
+            int saved = errno;
+            close(nfd);
+            errno = saved;
+            return CDN_EIO;
+        } else {
+            close(nfd);
+        }
+        fd = l->file_fd;
+        path = cdn_strdup(spec);
+    }
+    free(l->path);
+    l->path = path;
+    atomic_store_explicit(&l->format, (int)format, memory_order_relaxed);
+    atomic_store_explicit(&l->fd, fd, memory_order_release);
     atomic_store_explicit(&l->warned, false, memory_order_relaxed);
     return 0;
 }
@@ -465,8 +507,8 @@ cdn_accesslog_close(struct cdn_accesslog *l)
     if (l == NULL)
         return;
     CDN_CHECK_MAGIC(l, ACCESSLOG_MAGIC);
-    if (l->path != NULL)
-        close(l->fd);
+    if (l->file_fd >= 0)
+        close(l->file_fd);
     free(l->path);
     l->magic = 0;
     free(l);

@@ -50,6 +50,109 @@ struct flag {
     const char *value;
 };
 
+/*
+ * Defaults, then the file, then the flags, then the cross-key checks: how the configuration is
+ * built at start and again on SIGHUP. Returns 0, or non-zero with the reason in err (a file error
+ * starts with "FILE:LINE:") and cfg released.
+ */
+static int
+build_config(struct cdn_config *cfg, const char *config_file, const struct flag *flags,
+             size_t n_flags, char *err, size_t errlen)
+{
+    char why[512];
+    cdn_config_defaults(cfg);
+    if (config_file && cdn_config_load(cfg, config_file, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s", why);
+        cdn_config_free(cfg);
+        return 1;
+    }
+    bool origins_cleared = false;
+    for (size_t i = 0; i < n_flags; i++) {
+        if (strcmp(flags[i].key, "origin") == 0 && !origins_cleared) {
+            /* Flags replace the file's origins rather than add to them. */
+            for (size_t k = 0; k < cfg->n_origins; k++)
+                free(cfg->origins[k]);
+            cfg->n_origins = 0;
+            origins_cleared = true;
+        }
+        if (cdn_config_set(cfg, flags[i].key, flags[i].value, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "--%s: %s", flags[i].key, why);
+            cdn_config_free(cfg);
+            return 1;
+        }
+    }
+    if (cdn_config_check(cfg, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s%s%s", config_file ? config_file : "", config_file ? ": " : "",
+                 why);
+        cdn_config_free(cfg);
+        return 1;
+    }
+    return 0;
+}
+
+static bool
+differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+/*
+ * SIGHUP: builds the configuration again from the same file and flags. A broken one is refused
+ * whole (the running one stays). Otherwise origins, parents, the admin token, purge peers and the
+ * logging settings take effect; keys that only a restart can apply are named in a warning.
+ */
+static void
+reload(const struct cdn_config *running, const char *config_file, const struct flag *flags,
+       size_t n_flags, struct cdn_upstream *up, struct cdn_admin *admin,
+       struct cdn_accesslog *alog)
+{
+    struct cdn_config next;
+    char err[600];
+    if (build_config(&next, config_file, flags, n_flags, err, sizeof(err)) != 0) {
+        cdn_error("SIGHUP: configuration refused, the running one stays: %s", err);
+        return;
+    }
+    if (cdn_accesslog_reconfigure(alog, next.access_log,
+                                  (enum cdn_accesslog_format)next.access_log_format) != 0) {
+        cdn_error("SIGHUP: cannot open access_log %s: %s; configuration refused, the running one "
+                  "stays",
+                  next.access_log, strerror(errno));
+        cdn_config_free(&next);
+        return;
+    }
+    cdn_log_set_level((enum cdn_log_level)next.log_level);
+    cdn_upstream_reconfigure(up, &next);
+    (void)admin; /* ADMIN-RECONFIGURE */
+    const struct {
+        const char *key;
+        bool changed;
+    } restart[] = {
+        {"listen", differ(running->listen, next.listen)},
+        {"listen_tls", differ(running->listen_tls, next.listen_tls)},
+        {"tls_cert", differ(running->tls_cert, next.tls_cert)},
+        {"tls_key", differ(running->tls_key, next.tls_key)},
+        {"admin_listen", differ(running->admin_listen, next.admin_listen)},
+        {"cache_dir", differ(running->cache_dir, next.cache_dir)},
+        {"cache_size", running->cache_size != next.cache_size},
+        {"workers", running->workers != next.workers},
+        {"cdn_id", differ(running->cdn_id, next.cdn_id)},
+        {"connection_limit", running->connection_limit != next.connection_limit},
+    };
+    char pending[256] = "";
+    for (size_t i = 0; i < CDN_ARRAY_LEN(restart); i++) {
+        if (!restart[i].changed)
+            continue;
+        size_t used = strlen(pending);
+        snprintf(pending + used, sizeof(pending) - used, "%s%s", used ? ", " : "",
+                 restart[i].key);
+    }
+    cdn_info("SIGHUP: configuration reloaded: %zu parent(s), %zu origin(s), access_log %s",
+             next.n_parents, next.n_origins, next.access_log);
+    if (pending[0] != '\0')
+        cdn_warn("SIGHUP: changed keys that take a restart to apply: %s", pending);
+    cdn_config_free(&next);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -98,39 +201,15 @@ main(int argc, char **argv)
 
     struct cdn_config cfg;
     char err[512];
-    cdn_config_defaults(&cfg);
-    if (config_file && cdn_config_load(&cfg, config_file, err, sizeof(err)) != 0) {
+    if (build_config(&cfg, config_file, flags, n_flags, err, sizeof(err)) != 0) {
         fprintf(stderr, "cdnode: %s\n", err);
-        cdn_config_free(&cfg);
         free(flags);
-        return 1;
-    }
-    bool origins_cleared = false;
-    for (size_t i = 0; i < n_flags; i++) {
-        if (strcmp(flags[i].key, "origin") == 0 && !origins_cleared) {
-            /* Flags replace the file's origins rather than add to them. */
-            for (size_t k = 0; k < cfg.n_origins; k++)
-                free(cfg.origins[k]);
-            cfg.n_origins = 0;
-            origins_cleared = true;
-        }
-        if (cdn_config_set(&cfg, flags[i].key, flags[i].value, err, sizeof(err)) != 0) {
-            fprintf(stderr, "cdnode: --%s: %s\n", flags[i].key, err);
-            cdn_config_free(&cfg);
-            free(flags);
-            return 1;
-        }
-    }
-    free(flags);
-    if (cdn_config_check(&cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "cdnode: %s%s%s\n", config_file ? config_file : "",
-                config_file ? ": " : "", err);
-        cdn_config_free(&cfg);
         return 1;
     }
     if (test_only) {
         printf("cdnode: configuration %s is valid\n", config_file ? config_file : "(flags)");
         cdn_config_free(&cfg);
+        free(flags);
         return 0;
     }
     cdn_log_set_level((enum cdn_log_level)cfg.log_level);
@@ -170,7 +249,8 @@ main(int argc, char **argv)
     cdn_info("cdnode %s: listening on %s%s%s, admin on %s, origin %s, id %s, %u workers, store "
              "%s",
              CDNODE_VERSION, cfg.listen, cfg.listen_tls ? " and TLS " : "",
-             cfg.listen_tls ? cfg.listen_tls : "", cfg.admin_listen, cfg.origins[0], cfg.cdn_id,
+             cfg.listen_tls ? cfg.listen_tls : "", cfg.admin_listen,
+             cfg.n_parents ? cfg.parents[0] : cfg.origins[0], cfg.cdn_id,
              cfg.workers, cfg.cache_dir);
     for (;;) {
         int sig = 0;
@@ -185,7 +265,7 @@ main(int argc, char **argv)
             continue;
         }
         if (sig == SIGHUP) {
-            cdn_warn("SIGHUP: configuration reload is not supported yet; restart to apply");
+            reload(&cfg, config_file, flags, n_flags, up, admin, alog);
             continue;
         }
         cdn_info("signal %d: draining", sig);
@@ -209,6 +289,7 @@ out:
     cdn_collapse_free(collapse);
     cdn_accesslog_close(alog);
     cdn_config_free(&cfg);
+    free(flags);
     if (rc == 0)
         cdn_info("stopped");
     return rc;

@@ -10,12 +10,18 @@
  * obsolete line folding, bad field names, conflicting Content-Length, Content-Length with
  * Transfer-Encoding and oversized header blocks all fail the transfer with 502.
  *
- * Origins: the pool (pool.h) lives under pool_mu, taken by this thread to pick, count and score
- * members and by the admin thread to read them. A transfer holds one member (x->member) from
- * xfer_start() until it ends or is started again elsewhere; x->tried remembers every member it
- * used, so a retry never goes back. Only a connect failure retries, because only then is it
- * certain that the origin saw nothing. Health checks are easy handles of their own (struct probe,
- * at most one per member) on the same multi handle; they never count as transfers.
+ * Upstreams: a member set (struct members) holds the parents, then the origins, each group with
+ * its own pool (pool.h): parents are always chosen by rendezvous hashing of the cache key, origins
+ * by origin_balance, and origins are used only when no parent is left (all down, or all tried).
+ * The set lives under pool_mu, taken by this thread to pick, count and score members and by the
+ * admin thread to read them. It is reference counted: a reload installs a new set (members keep
+ * their health when their URL stays) while transfers started on the old one finish on it. A
+ * transfer holds one member (x->member of x->set) from xfer_start() until it ends or is started
+ * again elsewhere; x->tried remembers every member it used, so a retry never goes back. Only a
+ * connect failure retries, because only then is it certain that the upstream saw nothing: once
+ * without parents, and down the parents (then to an origin) with them. Health checks are easy
+ * handles of their own (struct probe, at most one per member of the current set) on the same
+ * multi handle; they never count as transfers.
  *
  * n_inflight counts fetches from submit until their xfer is freed (queued or on the wire), and is
  * what max_inflight_misses bounds; submitters raise it under mu, so they cannot overshoot together.
@@ -38,7 +44,17 @@
 
 #define UPSTREAM_MAGIC 0x0b5e7ea1u
 
-_Static_assert(CDN_MAX_ORIGINS <= CDN_POOL_MAX, "every configured origin needs a pool member");
+_Static_assert(CDN_MAX_ORIGINS <= CDN_POOL_MAX, "every configured upstream needs a pool member");
+
+/* The upstreams in force: parents (members 0..n_parents) then origins. Immutable but for the
+ * pools' counters, which are under pool_mu like refs. */
+struct members {
+    unsigned refs;
+    size_t n, n_parents;
+    char *url[CDN_MAX_ORIGINS];
+    struct cdn_pool parents; /* member i is parents.m[i] */
+    struct cdn_pool origins; /* member n_parents + i is origins.m[i] */
+};
 
 struct xfer {
     struct xfer *next;
@@ -47,7 +63,8 @@ struct xfer {
     CURL *easy;
     struct curl_slist *hdrs;
     char *url;      /* origin + target of this attempt */
-    int member;     /* pool member of this attempt, -1 when none is held */
+    struct members *set; /* the member set x->member belongs to (a reference), or NULL */
+    int member;     /* member of this attempt, -1 when none is held */
     uint32_t tried; /* pool members this fetch was sent to (bit per member) */
     bool retried;
     struct cdn_hdrs resp;
@@ -80,10 +97,11 @@ struct cdn_upstream {
     pthread_mutex_t mu;
     struct xfer *queue; /* under mu */
     bool stopping;      /* under mu */
+    struct members *pending;              /* under mu: installed by the upstream thread */
     pthread_mutex_t pool_mu;
-    struct cdn_pool pool;                 /* under pool_mu */
+    struct members *set;                  /* under pool_mu; replaced only by the upstream thread */
     struct xfer *active;                  /* upstream thread only */
-    struct probe probes[CDN_MAX_ORIGINS]; /* upstream thread only */
+    struct probe probes[CDN_MAX_ORIGINS]; /* upstream thread only, by member of up->set */
     int64_t next_check_ms;                /* upstream thread only */
     _Atomic uint64_t n_requests, n_errors, n_bytes, n_active, n_inflight;
     _Atomic uint64_t n_retries, n_shed, n_down, n_up, n_checks;
@@ -264,55 +282,146 @@ kick(void *arg)
     curl_multi_wakeup(up->multi);
 }
 
-/* ---- the pool ---- */
+/* ---- the member set ---- */
 
-/* Picks a member not tried yet for x and counts the request on it; -1 if none is left. */
+static struct cdn_pool_member *
+member_of(struct members *set, size_t m)
+{
+    return m < set->n_parents ? &set->parents.m[m] : &set->origins.m[m - set->n_parents];
+}
+
+/*
+ * A member set for cfg's parents and origins. Members whose URL was in `old` keep its health
+ * (state and consecutive counts), so a reload neither forgets a dead origin nor condemns a live
+ * one. Caller holds pool_mu when old is the current set.
+ */
+static struct members *
+members_new(const struct cdn_config *cfg, const struct members *old)
+{
+    struct members *set = cdn_calloc(1, sizeof(*set));
+    set->refs = 1;
+    set->n_parents = cfg->n_parents;
+    set->n = cfg->n_parents + cfg->n_origins;
+    CDN_ASSERT(set->n >= 1 && set->n <= CDN_MAX_ORIGINS);
+    for (size_t i = 0; i < cfg->n_parents; i++)
+        set->url[i] = cdn_strdup(cfg->parents[i]);
+    for (size_t i = 0; i < cfg->n_origins; i++)
+        set->url[cfg->n_parents + i] = cdn_strdup(cfg->origins[i]);
+    if (cfg->n_parents > 0)
+        cdn_pool_init(&set->parents, CDN_BALANCE_HASH, cfg->origin_fall, cfg->origin_rise,
+                      (const char *const *)set->url, cfg->n_parents);
+    if (cfg->n_origins > 0)
+        cdn_pool_init(&set->origins, cfg->origin_balance, cfg->origin_fall, cfg->origin_rise,
+                      (const char *const *)set->url + cfg->n_parents, cfg->n_origins);
+    for (size_t i = 0; old != NULL && i < set->n; i++) {
+        for (size_t j = 0; j < old->n; j++) {
+            if ((i < set->n_parents) != (j < old->n_parents) || strcmp(set->url[i], old->url[j]))
+                continue;
+            const struct cdn_pool_member *o =
+                j < old->n_parents ? &old->parents.m[j] : &old->origins.m[j - old->n_parents];
+            struct cdn_pool_member *nm = member_of(set, i);
+            nm->healthy = o->healthy;
+            nm->fails = o->fails;
+            nm->oks = o->oks;
+            nm->requests = o->requests;
+            nm->failures = o->failures;
+            break;
+        }
+    }
+    return set;
+}
+
+/* Drops a reference; the caller holds pool_mu. */
+static void
+members_unref(struct members *set)
+{
+    if (set == NULL || --set->refs > 0)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        free(set->url[i]);
+    free(set);
+}
+
+/*
+ * Picks a member not tried yet for x, counts the request on it and makes x hold it (and a
+ * reference to its set); -1 if none is left. A parent first: the one the key hashes to, skipping
+ * tried ones; an origin only when that parent is down (every untried parent is) or none is left.
+ */
 static int
 member_take(struct cdn_upstream *up, struct xfer *x)
 {
     pthread_mutex_lock(&up->pool_mu);
-    int m = cdn_pool_pick(&up->pool, cdn_fetch_key(x->f), x->tried);
-    if (m >= 0)
-        cdn_pool_begin(&up->pool, (size_t)m);
+    struct members *set = x->set ? x->set : up->set;
+    const char *key = cdn_fetch_key(x->f);
+    size_t np = set->n_parents;
+    uint32_t low = np > 0 ? (uint32_t)((1ull << np) - 1) : 0;
+    int m = -1;
+    if (np > 0)
+        m = cdn_pool_pick(&set->parents, key, x->tried & low);
+    if (set->n > np && (m < 0 || !set->parents.m[m].healthy)) {
+        int o = cdn_pool_pick(&set->origins, key, x->tried >> np);
+        if (o >= 0)
+            m = (int)np + o;
+    }
+    if (m >= 0) {
+        if (m < (int)np)
+            cdn_pool_begin(&set->parents, (size_t)m);
+        else
+            cdn_pool_begin(&set->origins, (size_t)m - np);
+        if (x->set == NULL) {
+            set->refs++;
+            x->set = set;
+        }
+    }
     pthread_mutex_unlock(&up->pool_mu);
     return m;
 }
 
+/* Ends x's request on its member. x keeps its set (a retry picks from the same one). */
 static void
 member_release(struct cdn_upstream *up, struct xfer *x)
 {
     if (x->member < 0)
         return;
     pthread_mutex_lock(&up->pool_mu);
-    cdn_pool_end(&up->pool, (size_t)x->member);
+    struct members *set = x->set;
+    size_t m = (size_t)x->member;
+    if (m < set->n_parents)
+        cdn_pool_end(&set->parents, m);
+    else
+        cdn_pool_end(&set->origins, m - set->n_parents);
     pthread_mutex_unlock(&up->pool_mu);
     x->member = -1;
 }
 
 /*
- * One observation of member m's health. With HTTP health checks configured, a member they marked
- * down comes back only through them: a request that happened to get through proves less than the
- * health path does.
+ * One observation of member m of `set`'s health. With HTTP health checks configured, a member
+ * they marked down comes back only through them: a request that happened to get through proves
+ * less than the health path does.
  */
 static void
-observe(struct cdn_upstream *up, int m, bool ok, bool from_check, const char *what)
+observe(struct cdn_upstream *up, struct members *set, int m, bool ok, bool from_check,
+        const char *what)
 {
     pthread_mutex_lock(&up->pool_mu);
-    struct cdn_pool_member *pm = &up->pool.m[m];
+    struct cdn_pool_member *pm = member_of(set, (size_t)m);
     if (ok && !from_check && !pm->healthy && up->cfg->origin_health_path) {
         pthread_mutex_unlock(&up->pool_mu);
         return;
     }
-    enum cdn_pool_change change = cdn_pool_report(&up->pool, (size_t)m, ok);
+    bool parent = (size_t)m < set->n_parents;
+    enum cdn_pool_change change =
+        parent ? cdn_pool_report(&set->parents, (size_t)m, ok)
+               : cdn_pool_report(&set->origins, (size_t)m - set->n_parents, ok);
     unsigned fails = pm->fails, oks = pm->oks;
     pthread_mutex_unlock(&up->pool_mu);
-    const char *url = up->cfg->origins[m];
+    const char *url = set->url[m], *role = parent ? "parent" : "origin";
     if (change == CDN_POOL_WENT_DOWN) {
         atomic_fetch_add_explicit(&up->n_down, 1, memory_order_relaxed);
-        cdn_info("origin %s down (%u consecutive failures): %s", url, fails, what);
+        cdn_info("%s %s down (%u consecutive failures): %s", role, url, fails, what);
     } else if (change == CDN_POOL_WENT_UP) {
         atomic_fetch_add_explicit(&up->n_up, 1, memory_order_relaxed);
-        cdn_info("origin %s up (%u consecutive successes)", url, oks);
+        cdn_info("%s %s up (%u consecutive successes)", role, url, oks);
     }
 }
 
@@ -327,6 +436,11 @@ xfer_free(struct xfer *x)
         curl_easy_cleanup(x->easy);
     }
     member_release(up, x);
+    if (x->set) {
+        pthread_mutex_lock(&up->pool_mu);
+        members_unref(x->set);
+        pthread_mutex_unlock(&up->pool_mu);
+    }
     curl_slist_free_all(x->hdrs);
     free(x->url);
     cdn_fetch_unref(x->f);
@@ -351,7 +465,7 @@ xfer_reset(struct xfer *x)
     x->errbuf[0] = '\0';
 }
 
-/* Starts x on pool member m (taken with member_take, and now held by x). */
+/* Starts x on member m of x->set (taken with member_take, and now held by x). */
 static bool
 xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
 {
@@ -369,7 +483,7 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
     for (const char *const *h = cdn_fetch_req_headers(f); *h; h++)
         x->hdrs = curl_slist_append(x->hdrs, *h);
     const char *target = cdn_fetch_target(f);
-    const char *origin = cfg->origins[m];
+    const char *origin = x->set->url[m];
     free(x->url);
     x->url = cdn_malloc(strlen(origin) + strlen(target) + 1);
     strcpy(x->url, origin);
@@ -483,10 +597,12 @@ xfer_end(struct cdn_upstream *up, struct xfer *x, CURLcode rc)
     bool no_connect = connect_failed(x, rc);
     if (no_connect || x->headers_done) {
         const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
-        observe(up, x->member, !no_connect, false, detail);
+        observe(up, x->set, x->member, !no_connect, false, detail);
     }
     struct cdn_fetch *f = x->f;
-    if (!no_connect || x->retried || cdn_fetch_req_has_body(f) ||
+    /* Without parents one retry; with them, down the parents and then to an origin. */
+    bool retries_left = !x->retried || x->set->n_parents > 0;
+    if (!no_connect || !retries_left || cdn_fetch_req_has_body(f) ||
         !cdn_method_idempotent(cdn_fetch_method(f)) || cdn_fetch_abandoned(f)) {
         xfer_done(up, x, rc);
         return false;
@@ -497,7 +613,7 @@ xfer_end(struct cdn_upstream *up, struct xfer *x, CURLcode rc)
         return false;
     }
     cdn_info("upstream %s %s: %s; trying %s", cdn_fetch_method(f), x->url,
-             x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc), up->cfg->origins[m]);
+             x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc), x->set->url[m]);
     atomic_fetch_add_explicit(&up->n_errors, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&up->n_retries, 1, memory_order_relaxed);
     xfer_reset(x);
@@ -593,7 +709,7 @@ probe_start(struct cdn_upstream *up, int m, bool http)
     CURL *e = curl_easy_init();
     if (e == NULL)
         return; /* checked again next interval */
-    const char *origin = cfg->origins[m];
+    const char *origin = up->set->url[m];
     const char *path = http ? cfg->origin_health_path : "";
     pr->url = cdn_malloc(strlen(origin) + strlen(path) + 1);
     strcpy(pr->url, origin);
@@ -643,11 +759,11 @@ static void
 checks_start(struct cdn_upstream *up)
 {
     bool http = up->cfg->origin_health_path != NULL;
-    for (size_t m = 0; m < up->cfg->n_origins; m++) {
+    for (size_t m = 0; m < up->set->n; m++) {
         if (up->probes[m].easy)
             continue;
         pthread_mutex_lock(&up->pool_mu);
-        bool healthy = up->pool.m[m].healthy;
+        bool healthy = member_of(up->set, m)->healthy;
         pthread_mutex_unlock(&up->pool_mu);
         if (http || !healthy)
             probe_start(up, (int)m, http);
@@ -658,7 +774,7 @@ checks_start(struct cdn_upstream *up)
 static bool
 probe_done(struct cdn_upstream *up, CURL *easy, CURLcode rc)
 {
-    for (size_t m = 0; m < up->cfg->n_origins; m++) {
+    for (size_t m = 0; m < up->set->n; m++) {
         struct probe *pr = &up->probes[m];
         if (pr->easy != easy)
             continue;
@@ -675,16 +791,32 @@ probe_done(struct cdn_upstream *up, CURL *easy, CURLcode rc)
             snprintf(what, sizeof(what), "connect to %s", pr->url);
         }
         if (!ok)
-            cdn_debug("origin %s: %s", up->cfg->origins[m], what);
+            cdn_debug("upstream %s: %s", up->set->url[m], what);
         atomic_fetch_add_explicit(&up->n_checks, 1, memory_order_relaxed);
         probe_free(up, pr);
-        observe(up, (int)m, ok, true, what);
+        observe(up, up->set, (int)m, ok, true, what);
         return true;
     }
     return false;
 }
 
 /* ---- the loop ---- */
+
+/* Makes `fresh` the member set (upstream thread): checks of the old set's members are dropped
+ * (their indices mean other URLs now) and run again at once for the new one. */
+static void
+install(struct cdn_upstream *up, struct members *fresh)
+{
+    for (size_t m = 0; m < up->set->n; m++)
+        if (up->probes[m].easy)
+            probe_free(up, &up->probes[m]);
+    pthread_mutex_lock(&up->pool_mu);
+    struct members *old = up->set;
+    up->set = fresh;
+    members_unref(old);
+    pthread_mutex_unlock(&up->pool_mu);
+    up->next_check_ms = cdn_now_ms();
+}
 
 static void
 finished(struct cdn_upstream *up, CURL *easy, CURLcode rc)
@@ -716,7 +848,11 @@ run(void *arg)
         struct xfer *q = up->queue;
         up->queue = NULL;
         bool stopping = up->stopping;
+        struct members *fresh = up->pending;
+        up->pending = NULL;
         pthread_mutex_unlock(&up->mu);
+        if (fresh)
+            install(up, fresh);
         while (q) {
             struct xfer *x = q;
             q = q->next;
@@ -771,7 +907,7 @@ run(void *arg)
         cdn_fetch_fail(x->f, 503, "node is shutting down");
         xfer_free(x);
     }
-    for (size_t m = 0; m < cfg->n_origins; m++)
+    for (size_t m = 0; m < up->set->n; m++)
         if (up->probes[m].easy)
             probe_free(up, &up->probes[m]);
     return NULL;
@@ -780,7 +916,6 @@ run(void *arg)
 struct cdn_upstream *
 cdn_upstream_start(const struct cdn_config *cfg)
 {
-    CDN_ASSERT(cfg->n_origins >= 1 && cfg->n_origins <= CDN_MAX_ORIGINS);
     struct cdn_upstream *up = cdn_calloc(1, sizeof(*up));
     up->magic = UPSTREAM_MAGIC;
     up->cfg = cfg;
@@ -790,14 +925,13 @@ cdn_upstream_start(const struct cdn_config *cfg)
         free(up);
         return NULL;
     }
-    cdn_pool_init(&up->pool, cfg->origin_balance, cfg->origin_fall, cfg->origin_rise,
-                  (const char *const *)cfg->origins, cfg->n_origins);
+    up->set = members_new(cfg, NULL);
     up->multi = curl_multi_init();
     /* Per origin host:port, as libcurl counts it; transfers beyond it wait inside libcurl (their
      * first-byte timer runs meanwhile). The idle cache may hold every origin's connections. */
     curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->origin_max_connections);
     curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS,
-                      (long)cfg->origin_max_connections * (long)cfg->n_origins);
+                      (long)cfg->origin_max_connections * (long)CDN_MAX_ORIGINS);
     pthread_mutex_init(&up->mu, NULL);
     pthread_mutex_init(&up->pool_mu, NULL);
     if (pthread_create(&up->thread, NULL, run, up) != 0) {
@@ -805,6 +939,7 @@ cdn_upstream_start(const struct cdn_config *cfg)
         curl_multi_cleanup(up->multi);
         pthread_mutex_destroy(&up->mu);
         pthread_mutex_destroy(&up->pool_mu);
+        members_unref(up->set);
         free(up);
         curl_global_cleanup();
         return NULL;
@@ -860,6 +995,8 @@ cdn_upstream_stop(struct cdn_upstream *up)
     curl_multi_wakeup(up->multi);
     pthread_join(up->thread, NULL);
     curl_multi_cleanup(up->multi);
+    members_unref(up->pending);
+    members_unref(up->set);
     pthread_mutex_destroy(&up->mu);
     pthread_mutex_destroy(&up->pool_mu);
     up->magic = 0;
@@ -887,15 +1024,36 @@ cdn_upstream_origins(struct cdn_upstream *up, struct cdn_origin_status *out, siz
 {
     CDN_CHECK_MAGIC(up, UPSTREAM_MAGIC);
     pthread_mutex_lock(&up->pool_mu);
-    size_t n = up->pool.n;
+    struct members *set = up->set;
+    size_t n = set->n;
     for (size_t i = 0; i < n && i < max; i++) {
-        const struct cdn_pool_member *m = &up->pool.m[i];
-        out[i] = (struct cdn_origin_status){.url = up->cfg->origins[i],
+        const struct cdn_pool_member *m = member_of(set, i);
+        out[i] = (struct cdn_origin_status){.parent = i < set->n_parents,
                                             .healthy = m->healthy,
                                             .outstanding = m->outstanding,
                                             .requests = m->requests,
                                             .failures = m->failures};
+        snprintf(out[i].url, sizeof(out[i].url), "%s", set->url[i]);
     }
     pthread_mutex_unlock(&up->pool_mu);
     return n;
+}
+
+void
+cdn_upstream_reconfigure(struct cdn_upstream *up, const struct cdn_config *cfg)
+{
+    CDN_CHECK_MAGIC(up, UPSTREAM_MAGIC);
+    pthread_mutex_lock(&up->pool_mu);
+    struct members *fresh = members_new(cfg, up->set);
+    pthread_mutex_unlock(&up->pool_mu);
+    pthread_mutex_lock(&up->mu);
+    struct members *dropped = up->pending; /* two reloads before the thread looked: last wins */
+    up->pending = fresh;
+    pthread_mutex_unlock(&up->mu);
+    if (dropped) {
+        pthread_mutex_lock(&up->pool_mu);
+        members_unref(dropped);
+        pthread_mutex_unlock(&up->pool_mu);
+    }
+    curl_multi_wakeup(up->multi);
 }

@@ -85,6 +85,16 @@ void cdn_accesslog_write(struct cdn_accesslog *l, const struct cdn_accesslog_ent
  */
 int cdn_accesslog_reopen(struct cdn_accesslog *l);
 
+/*
+ * Configuration reload (SIGHUP): from now on write to `spec` ("stderr", "off" or a file) in
+ * `format`. A file replaces the log's previous file on the same descriptor number with dup3(2),
+ * so a racing writer's line lands whole in one of them. Returns 0, CDN_EINVAL for an empty spec,
+ * or CDN_EIO (errno is open(2)'s or dup3(2)'s) and the log keeps writing where it did. Same
+ * caller rules as cdn_accesslog_reopen().
+ */
+int cdn_accesslog_reconfigure(struct cdn_accesslog *l, const char *spec,
+                              enum cdn_accesslog_format format);
+
 /* Lines dropped because write(2) failed or was short, since the log was opened. Any thread. */
 uint64_t cdn_accesslog_failed(const struct cdn_accesslog *l);
 

@@ -39,9 +39,10 @@ struct cdn_upstream_stats {
     uint64_t health_checks; /* health checks (HTTP or connect) completed */
 };
 
-/* One pool member as the status page shows it. */
+/* One upstream (parent or origin) as the status page shows it. */
 struct cdn_origin_status {
-    const char *url; /* the configured origin URL; lives as long as the config */
+    char url[256]; /* the configured URL (cut short past 255 bytes) */
+    bool parent;   /* a parent node rather than an origin */
     bool healthy;
     unsigned outstanding; /* transfers to it in flight now */
     uint64_t requests;    /* transfers started to it, ever */
@@ -49,7 +50,8 @@ struct cdn_origin_status {
 };
 
 /*
- * Starts the thread. The config must outlive the upstream. Returns NULL (and logs) if libcurl
+ * Starts the thread. The config must outlive the upstream (its parents and origins are copied, and
+ * cdn_upstream_reconfigure replaces them). Returns NULL (and logs) if libcurl
  * cannot be initialized or the thread cannot start.
  */
 struct cdn_upstream *cdn_upstream_start(const struct cdn_config *cfg);
@@ -63,8 +65,15 @@ void cdn_upstream_submit(struct cdn_upstream *up, struct cdn_fetch *f);
 void cdn_upstream_stop(struct cdn_upstream *up);
 /* Counters. Any thread. */
 void cdn_upstream_stats(struct cdn_upstream *up, struct cdn_upstream_stats *out);
-/* Fills out[0..max) with the pool members in configuration order; returns how many there are
- * (may exceed max). Any thread; a consistent snapshot. */
+/* Fills out[0..max) with the upstreams, parents then origins, each in configuration order;
+ * returns how many there are (may exceed max). Any thread; a consistent snapshot. */
 size_t cdn_upstream_origins(struct cdn_upstream *up, struct cdn_origin_status *out, size_t max);
+/*
+ * Applies cfg's parents and origins (and their balance, fall and rise): fetches starting from now
+ * on use them, fetches in flight finish where they are, and an upstream present before and after
+ * keeps its health. cfg need not outlive the call (the URLs are copied). Any thread; returns
+ * before the upstream thread has installed the new set.
+ */
+void cdn_upstream_reconfigure(struct cdn_upstream *up, const struct cdn_config *cfg);
 
 #endif

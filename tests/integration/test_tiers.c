@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define MAX_MEMBERS 8
 #define READ_MS 20000 /* bound on reading a whole burst */
@@ -546,6 +547,206 @@ test_parents_by_hash(void **state)
     H_PASS(t);
 }
 
+/* Value of the first line of the node's /metrics that starts with `prefix` (labels included). */
+static long long
+metric_line(int admin_port, const char *prefix)
+{
+    struct h_resp r;
+    if (h_get(admin_port, "/metrics", "Authorization: Bearer " H_TOKEN "\r\n", &r) != 0)
+        return -1;
+    long long v = -1;
+    size_t n = strlen(prefix);
+    for (const char *p = r.status == 200 ? r.body : NULL; p && *p;) {
+        if (strncmp(p, prefix, n) == 0) {
+            const char *sp = strchr(p + n, ' ');
+            v = sp ? strtoll(sp + 1, NULL, 10) : -1;
+            break;
+        }
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    h_resp_free(&r);
+    return v;
+}
+
+/*
+ * `parent = P1 P2` with the origin also configured: objects go through the parents (each through
+ * one, spread over both); with both parents gone the child goes straight to the origin, first by
+ * trying each parent once per request, then, once they are marked down, directly.
+ */
+static void
+test_parents_fall_back_to_origin(void **state)
+{
+    struct h_test *t = *state;
+    reset_nodes();
+    struct h_node *p[2] = {&nodes[0], &nodes[1]}, *child = &t->node;
+    const char *pids[] = {"fb-p1", "fb-p2"};
+    char purl[2][64], conf[512];
+    for (int i = 0; i < 2; i++) {
+        start(t, p[i], pids[i], t->origin_url, NULL);
+        url_of(p[i], purl[i], sizeof(purl[i]));
+    }
+    h_path(t, "child.conf", conf, sizeof(conf));
+    assert_int_equal(h_write_file(conf, "parent = %s %s\norigin_fall = 2\n", purl[0], purl[1]),
+                     0);
+    start(t, child, "fb-child", t->origin_url, H_ARGS("-c", conf));
+
+    enum { N = 12 };
+    int per[2] = {0, 0};
+    for (int i = 0; i < N; i++) {
+        char target[96], body[16];
+        snprintf(target, sizeof(target), "/fb%d?cc=max-age=60&body=obj%d", i, i);
+        snprintf(body, sizeof(body), "obj%d", i);
+        struct h_resp r;
+        get_body(child->port, target, NULL, body, &r);
+        int who = served_by(&r, pids);
+        if (who < 0)
+            fail_msg("%s: Via \"%s\" names not exactly one parent", target, resp_join(&r, "Via"));
+        per[who]++;
+        h_resp_free(&r);
+    }
+    if (per[0] == 0 || per[1] == 0)
+        fail_msg("every object went to one parent (%d and %d)", per[0], per[1]);
+    EXPECT_METRIC(child, "cdnode_origin_requests_total", N);
+
+    for (int i = 0; i < 2; i++)
+        h_proc_stop(&p[i]->proc, SIGTERM, 10000);
+    /* Both parents gone: new objects come straight from the origin (no parent in Via, one
+     * Cache-Status member), and the parents are marked down after origin_fall failures each. */
+    for (int i = 0; i < 6; i++) {
+        char target[96], body[16], path[16];
+        snprintf(target, sizeof(target), "/fo%d?cc=max-age=60&body=direct%d", i, i);
+        snprintf(body, sizeof(body), "direct%d", i);
+        snprintf(path, sizeof(path), "/fo%d", i);
+        struct h_resp r;
+        get_body(child->port, target, NULL, body, &r);
+        const char *via = resp_join(&r, "Via");
+        if (strstr(via, "fb-p1") || strstr(via, "fb-p2") || strstr(via, "fb-child") == NULL)
+            fail_msg("%s with both parents down: Via \"%s\" (expected only fb-child)", target, via);
+        char m[MAX_MEMBERS][256];
+        if (cs_members(&r, m) != 1 || !is_stored_miss(m[0], "fb-child"))
+            fail_msg("%s: Cache-Status \"%s\"", target, resp_join(&r, "Cache-Status"));
+        h_resp_free(&r);
+        EXPECT_COUNT(t, path, 1);
+    }
+    long long down =
+        metric_line(child->admin_port, "cdnode_origin_health_transitions_total{to=\"down\"}");
+    printf("tiers: fallback: %d + %d objects through the parents; with both stopped, 6 straight "
+           "from the origin; parents marked down: %lld; retries %lld\n",
+           per[0], per[1], down, metric_of(child->admin_port, "cdnode_origin_retries_total"));
+    if (down != 2)
+        fail_msg("%lld upstreams marked down (expected the 2 parents)", down);
+    H_PASS(t);
+}
+
+/* Waits (bounded) until the node's log holds `needle` at least `times` times. */
+static bool
+log_has(const struct h_node *n, const char *needle, int times, int timeout_ms)
+{
+    int64_t end = h_now_ms() + timeout_ms;
+    do {
+        char *text = h_read_file(n->proc.log, NULL);
+        int seen = 0;
+        for (const char *p = text; p && (p = strstr(p, needle)) != NULL; p++)
+            seen++;
+        free(text);
+        if (seen >= times)
+            return true;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    } while (h_now_ms() < end);
+    return false;
+}
+
+/*
+ * SIGHUP: a node that fetched from the origin gets a parent, an access log file and back, on a
+ * keep-alive connection opened before the reloads and without losing its store; a broken file is
+ * refused with its line number and the running configuration stays.
+ */
+static void
+test_reload(void **state)
+{
+    struct h_test *t = *state;
+    reset_nodes();
+    struct h_node *parent = &nodes[0], *node = &t->node;
+    char purl[64], conf[512], alog[512];
+    start(t, parent, "rl-parent", t->origin_url, NULL);
+    url_of(parent, purl, sizeof(purl));
+    h_path(t, "node.conf", conf, sizeof(conf));
+    h_path(t, "access.log", alog, sizeof(alog));
+    assert_int_equal(h_write_file(conf, "access_log = off\n"), 0);
+    start(t, node, "rl-node", t->origin_url, H_ARGS("-c", conf));
+
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, node->port), 0);
+    struct h_resp r;
+    get_body(node->port, "/rl1?cc=max-age=60&body=one", NULL, "one", &r);
+    if (strstr(resp_join(&r, "Via"), "rl-parent"))
+        fail_msg("before the reload the node already used the parent: Via \"%s\"",
+                 resp_join(&r, "Via"));
+    h_resp_free(&r);
+
+    /* Reload 1: the parent in front of the origin, and an access log file. */
+    assert_int_equal(h_write_file(conf, "access_log = %s\nparent = %s\n", alog, purl), 0);
+    kill(node->proc.pid, SIGHUP);
+    if (!log_has(node, "SIGHUP: configuration reloaded", 1, 10000))
+        fail_msg("no reload logged");
+    /* The connection opened before the reload still serves. */
+    assert_int_equal(h_conn_sendf(&c, "GET /rl2?cc=max-age=60&body=two HTTP/1.1\r\n"
+                                      "Host: 127.0.0.1\r\n\r\n"),
+                     0);
+    assert_int_equal(h_read_response(&c, &r, false, 10000), 0);
+    if (r.status != 200 || r.body == NULL || strcmp(r.body, "two") != 0 ||
+        strstr(resp_join(&r, "Via"), "rl-parent") == NULL)
+        fail_msg("after the reload: status %d, body \"%s\", Via \"%s\" (expected two via the "
+                 "parent)",
+                 r.status, r.body ? r.body : "", resp_join(&r, "Via"));
+    h_resp_free(&r);
+    /* The store survived: the first object is still a hit, not refetched. */
+    get_body(node->port, "/rl1?cc=max-age=60&body=one", NULL, "one", &r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/rl1", 1);
+    char *text = h_read_file(alog, NULL);
+    if (text == NULL || strstr(text, "/rl2?") == NULL || strstr(text, "/rl1?") == NULL)
+        fail_msg("access log after the reload: \"%s\"", text ? text : "(none)");
+    free(text);
+
+    /* Reload 2: a broken file is refused whole with its line; the parent stays in use. */
+    assert_int_equal(h_write_file(conf, "access_log = off\n# comment\nparent = ftp://nope\n"), 0);
+    kill(node->proc.pid, SIGHUP);
+    if (!log_has(node, "node.conf:3: parent: expected an http:// or https:// URL", 1, 10000))
+        fail_msg("the broken file's line was not reported");
+    if (!log_has(node, "configuration refused, the running one stays", 1, 1))
+        fail_msg("the refusal was not logged");
+    get_body(node->port, "/rl3?cc=max-age=60&body=three", NULL, "three", &r);
+    if (strstr(resp_join(&r, "Via"), "rl-parent") == NULL)
+        fail_msg("after a refused reload: Via \"%s\" (the parent should still be used)",
+                 resp_join(&r, "Via"));
+    h_resp_free(&r);
+
+    /* Reload 3: back to the origin alone. */
+    assert_int_equal(h_write_file(conf, "access_log = off\n"), 0);
+    kill(node->proc.pid, SIGHUP);
+    if (!log_has(node, "SIGHUP: configuration reloaded", 2, 10000))
+        fail_msg("second reload not logged");
+    assert_int_equal(h_conn_sendf(&c, "GET /rl4?cc=max-age=60&body=four HTTP/1.1\r\n"
+                                      "Host: 127.0.0.1\r\n\r\n"),
+                     0);
+    assert_int_equal(h_read_response(&c, &r, false, 10000), 0);
+    if (r.status != 200 || strstr(resp_join(&r, "Via"), "rl-parent") != NULL)
+        fail_msg("after the third reload: status %d, Via \"%s\" (expected the origin directly)",
+                 r.status, resp_join(&r, "Via"));
+    h_resp_free(&r);
+    h_conn_close(&c);
+    long long parent_up = metric_of(parent->admin_port, "cdnode_origin_requests_total");
+    printf("tiers: reload: parent fetched %lld objects while configured; the node's "
+           "cdnode_origin_healthy for the origin: %lld\n",
+           parent_up, metric_line(node->admin_port, "cdnode_origin_healthy{"));
+    if (parent_up != 2)
+        fail_msg("the parent went upstream %lld times (expected 2: /rl2 and /rl3)", parent_up);
+    H_PASS(t);
+}
+
 int
 main(void)
 {
@@ -555,6 +756,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_both_tiers_collapse, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_loop_508, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_parents_by_hash, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_parents_fall_back_to_origin, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
