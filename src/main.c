@@ -122,7 +122,7 @@ reload(const struct cdn_config *running, const char *config_file, const struct f
     }
     cdn_log_set_level((enum cdn_log_level)next.log_level);
     cdn_upstream_reconfigure(up, &next);
-    (void)admin; /* ADMIN-RECONFIGURE */
+    cdn_admin_reconfigure(admin, &next);
     const struct {
         const char *key;
         bool changed;

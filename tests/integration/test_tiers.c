@@ -747,6 +747,92 @@ test_reload(void **state)
     H_PASS(t);
 }
 
+/* Status of GET path on the admin port with bearer token tok. */
+static int
+admin_status(int admin_port, const char *method, const char *path, const char *tok)
+{
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                     method, path, tok);
+    struct h_resp r;
+    if (h_request(admin_port, req, (size_t)n, false, 0, &r) != 0)
+        return -1;
+    int st = r.status;
+    h_resp_free(&r);
+    return st;
+}
+
+/*
+ * SIGHUP applies a new admin token and purge peers: the old token stops working, the new one
+ * works, and a purge is forwarded to the peer the new file lists (down here, so reported).
+ * The node runs from its file alone (flags would win over the file on every reload).
+ */
+static void
+test_reload_admin(void **state)
+{
+    struct h_test *t = *state;
+    reset_nodes();
+    struct h_node *n = &t->node;
+    n->port = h_free_port();
+    n->admin_port = h_free_port();
+    int dead = h_free_port(); /* nothing listens there */
+    const char *old_tok = "reload-old-token-0123456789", *new_tok = "reload-new-token-9876543210";
+    char conf[512], cache[512], log[512];
+    h_path(t, "admin.conf", conf, sizeof(conf));
+    h_path(t, "cache-ra", cache, sizeof(cache));
+    h_path(t, "node-ra.log", log, sizeof(log));
+    const char *fmt = "listen = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\norigin = %s\n"
+                      "cache_dir = %s\ncdn_id = ra\nworkers = 1\nadmin_token = %s\n%s";
+    assert_int_equal(h_write_file(conf, fmt, n->port, n->admin_port, t->origin_url, cache,
+                                  old_tok, ""),
+                     0);
+    const char *bin = getenv("CDNODE_BIN");
+    assert_non_null(bin);
+    char *argv[] = {(char *)bin, "-c", conf, NULL};
+    assert_int_equal(h_spawn(&n->proc, "cdnode ra", argv, log, NULL), 0);
+    h_track(t, &n->proc);
+    int64_t end = h_now_ms() + 10000;
+    while (admin_status(n->admin_port, "GET", "/metrics", old_tok) != 200) {
+        if (h_now_ms() > end)
+            fail_msg("the node did not come up");
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(admin_status(n->admin_port, "GET", "/metrics", new_tok), 401);
+
+    char peer[96];
+    snprintf(peer, sizeof(peer), "purge_children = http://127.0.0.1:%d\n", dead);
+    assert_int_equal(h_write_file(conf, fmt, n->port, n->admin_port, t->origin_url, cache,
+                                  new_tok, peer),
+                     0);
+    kill(n->proc.pid, SIGHUP);
+    if (!log_has(n, "SIGHUP: configuration reloaded", 1, 10000))
+        fail_msg("no reload logged");
+    int st_old = admin_status(n->admin_port, "GET", "/metrics", old_tok);
+    int st_new = admin_status(n->admin_port, "GET", "/metrics", new_tok);
+    if (st_old != 401 || st_new != 200)
+        fail_msg("after the reload: old token %d (expected 401), new token %d (expected 200)",
+                 st_old, st_new);
+    char req[512];
+    int len = snprintf(req, sizeof(req),
+                       "POST /purge?all=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                       "%s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                       new_tok);
+    struct h_resp r;
+    assert_int_equal(h_request(n->admin_port, req, (size_t)len, false, 0, &r), 0);
+    char want[96];
+    snprintf(want, sizeof(want), "\"peer\": \"http://127.0.0.1:%d\"", dead);
+    if (r.status != 200 || r.body == NULL || strstr(r.body, want) == NULL ||
+        strstr(r.body, "\"error\"") == NULL)
+        fail_msg("purge after the reload: %d \"%s\" (expected the dead child reported)", r.status,
+                 r.body ? r.body : "");
+    printf("tiers: reload admin: old token %d, new token %d; purge: %s", st_old, st_new, r.body);
+    h_resp_free(&r);
+    H_PASS(t);
+}
+
 int
 main(void)
 {
@@ -758,6 +844,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_parents_by_hash, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_parents_fall_back_to_origin, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_reload, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_admin, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
