@@ -18,6 +18,21 @@
  *        fetch has nothing new.
  * Parking is MHD_suspend_connection, waking is MHD_resume_connection, both under the fetch mutex
  * (fetch.h), so a wake-up cannot slip between "nothing to read" and "suspended".
+ *
+ * Connections (both listeners together) are tracked from MHD's STARTED notice to its CLOSED notice
+ * by a `struct conn_slot`, the connection's socket context, linked in fe->slots under conn_mu.
+ *   - connection_limit: MHD's own limit is set higher (MHD at its limit stops accepting and new
+ *     connections wait in the listen queue); a connection that finds connection_limit others open
+ *     gets a 503 written straight to its socket (TLS: nothing) and is shut down, so MHD sees the
+ *     end of input and closes it at once. Its socket context is `refused_conn`; the access handler
+ *     drops any request that still arrives on it.
+ *   - request_head_timeout: a slot carries a deadline from its start, cleared by the first
+ *     access-handler call of a request (the head is complete) and set again when MHD reports the
+ *     request done. The reaper thread shuts down the socket of any slot past its deadline; MHD
+ *     then reads the end of input and closes the connection itself.
+ * libmicrohttpd 0.9.75 sends both notices from the worker thread that owns the connection and
+ * closes the descriptor only after CLOSED, which takes conn_mu: the reaper, holding conn_mu, never
+ * shuts down a descriptor that was closed and reused.
  */
 #include "cdnode/front.h"
 #include "cdnode/accesslog.h"
@@ -38,8 +53,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -47,6 +64,9 @@
 
 #define FRONT_MAGIC 0xf407e4d1u
 #define REQ_MAGIC 0x4e9c0a7bu
+#define SLOT_MAGIC 0x5107c0e2u
+/* How often the reaper looks for connections past their request-head deadline. */
+#define REAP_INTERVAL_MS 250
 /* Body bytes read and dropped after a 413 decision before closing instead of answering. */
 #define DRAIN_LIMIT (1024 * 1024)
 
@@ -69,7 +89,27 @@ struct cdn_front {
     _Atomic uint64_t n_requests, n_rejected, n_loops, n_active, n_bytes_out;
     _Atomic uint64_t n_hits, n_stale, n_revalidated, n_misses, n_stored, n_unshared;
     _Atomic uint64_t latency[CDN_LATENCY_BUCKETS + 1], latency_sum_us;
+    /* connections: the slot list, its count and the reaper (see the top of this file) */
+    pthread_mutex_t conn_mu;
+    pthread_cond_t reaper_cv;     /* signalled to stop the reaper */
+    pthread_t reaper;
+    bool reaper_running;
+    bool stopping;                /* under conn_mu */
+    struct conn_slot *slots;      /* under conn_mu */
+    _Atomic uint64_t n_conns;     /* slots linked now; changed under conn_mu */
+    _Atomic uint64_t n_conn_refused, n_head_timeouts;
 };
+
+struct conn_slot {
+    uint32_t magic;
+    struct conn_slot *prev, *next; /* under conn_mu */
+    int fd;                        /* valid until the CLOSED notice unlinks the slot */
+    _Atomic int64_t head_deadline_us; /* monotonic; 0 while a request is being served */
+    _Atomic bool expired;          /* shut down by the reaper */
+};
+
+/* Socket context of a connection refused at connection_limit (it has no slot). */
+static char refused_conn;
 
 enum phase { P_NEW = 0, P_FORWARD, P_HIT, P_INVALIDATE, P_ERROR, P_DONE };
 
@@ -148,6 +188,140 @@ wake_conn(struct cdn_waiter *w)
     MHD_resume_connection(r->conn);
 }
 
+#define BUSY_BODY "503 Service Unavailable: too many connections (connection_limit); retry\n"
+#define BUSY_HEAD                                                                                  \
+    "HTTP/1.1 503 Service Unavailable\r\n"                                                         \
+    "Content-Type: text/plain; charset=utf-8\r\n"                                                  \
+    "Cache-Control: no-store\r\n"                                                                  \
+    "Retry-After: 1\r\n"                                                                           \
+    "Connection: close\r\n"                                                                        \
+    "Content-Length: "
+
+/*
+ * A connection beyond connection_limit, on the worker thread that accepted it: a plain one gets a
+ * 503 if the socket takes it at once (it is new and empty, so it does); both are shut down, so
+ * MHD's next read sees the end of input and closes them.
+ */
+static void
+refuse_conn(int fd, bool tls)
+{
+    if (!tls) {
+        char msg[256];
+        int n = snprintf(msg, sizeof(msg), "%s%zu\r\n\r\n%s", BUSY_HEAD, sizeof(BUSY_BODY) - 1,
+                         BUSY_BODY);
+        CDN_ASSERT(n > 0 && (size_t)n < sizeof(msg));
+        if (send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            cdn_debug("refused connection: 503 not sent: %s", strerror(errno));
+    }
+    shutdown(fd, SHUT_RDWR);
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+              enum MHD_ConnectionNotificationCode toe)
+{
+    struct listener *l = cls;
+    struct cdn_front *fe = l->fe;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        struct conn_slot *s = *socket_context;
+        *socket_context = NULL;
+        if (s == NULL || s == (void *)&refused_conn)
+            return;
+        CDN_CHECK_MAGIC(s, SLOT_MAGIC);
+        pthread_mutex_lock(&fe->conn_mu);
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            fe->slots = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        atomic_fetch_sub(&fe->n_conns, 1);
+        pthread_mutex_unlock(&fe->conn_mu);
+        s->magic = 0;
+        free(s);
+        return;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    CDN_ASSERT(ci != NULL);
+    struct conn_slot *s = cdn_calloc(1, sizeof(*s));
+    s->magic = SLOT_MAGIC;
+    s->fd = ci->connect_fd;
+    atomic_init(&s->head_deadline_us,
+                cdn_now_us() + (int64_t)fe->cfg->request_head_timeout_s * 1000000);
+    atomic_init(&s->expired, false);
+    pthread_mutex_lock(&fe->conn_mu);
+    bool full = atomic_load(&fe->n_conns) >= fe->cfg->connection_limit;
+    if (!full) {
+        s->next = fe->slots;
+        if (fe->slots)
+            fe->slots->prev = s;
+        fe->slots = s;
+        atomic_fetch_add(&fe->n_conns, 1);
+    }
+    pthread_mutex_unlock(&fe->conn_mu);
+    if (!full) {
+        *socket_context = s;
+        return;
+    }
+    free(s);
+    *socket_context = &refused_conn;
+    atomic_fetch_add(&fe->n_conn_refused, 1);
+    refuse_conn(ci->connect_fd, l->tls);
+}
+
+/* The slot of conn, or NULL when it was refused at connection_limit. */
+static struct conn_slot *
+slot_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_slot *s = ci ? ci->socket_context : NULL;
+    if (s == NULL || s == (void *)&refused_conn)
+        return NULL;
+    CDN_CHECK_MAGIC(s, SLOT_MAGIC);
+    return s;
+}
+
+/* A request head is complete: its connection has no deadline while the request runs. Returns
+ * false when the connection is being closed (refused, or past its deadline already). */
+static bool
+head_arrived(struct MHD_Connection *conn)
+{
+    struct conn_slot *s = slot_of(conn);
+    if (s == NULL)
+        return false;
+    atomic_store(&s->head_deadline_us, 0);
+    return !atomic_load(&s->expired);
+}
+
+/* The reaper: every REAP_INTERVAL_MS, shuts down the connections past their head deadline. */
+static void *
+reaper_main(void *arg)
+{
+    struct cdn_front *fe = arg;
+    pthread_mutex_lock(&fe->conn_mu);
+    while (!fe->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += REAP_INTERVAL_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&fe->reaper_cv, &fe->conn_mu, &ts);
+        int64_t now = cdn_now_us();
+        for (struct conn_slot *s = fe->slots; s; s = s->next) {
+            int64_t d = atomic_load(&s->head_deadline_us);
+            if (d == 0 || now < d || atomic_load(&s->expired))
+                continue;
+            atomic_store(&s->expired, true);
+            shutdown(s->fd, SHUT_RDWR);
+            atomic_fetch_add(&fe->n_head_timeouts, 1);
+        }
+    }
+    pthread_mutex_unlock(&fe->conn_mu);
+    return NULL;
+}
+
 static void *
 on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
@@ -211,6 +385,12 @@ static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
+    struct cdn_front *fe = ((struct listener *)cls)->fe;
+    /* The next request head on this connection must arrive in time (from now). */
+    struct conn_slot *s = slot_of(conn);
+    if (s)
+        atomic_store(&s->head_deadline_us,
+                     cdn_now_us() + (int64_t)fe->cfg->request_head_timeout_s * 1000000);
     struct req *r = *con_cls;
     if (r == NULL)
         return;
@@ -980,6 +1160,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     CDN_CHECK_MAGIC(r, REQ_MAGIC);
 
     if (r->phase == P_NEW) {
+        if (!head_arrived(conn))
+            return MHD_NO; /* refused at connection_limit, or past request_head_timeout */
         r->method = cdn_arena_strdup(r->arena, method);
         r->version = cdn_arena_strdup(r->arena, version);
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, collect_field, r);
@@ -1172,7 +1354,13 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
     size_t k = 0;
 #define OPT(o, v, p) (ops[k++] = (struct MHD_OptionItem){(o), (intptr_t)(v), (p)})
     OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
-    OPT(MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL);
+    /* Above connection_limit: MHD at its own limit leaves new connections in the listen queue,
+     * ours answers them (on_connection). The margin covers refused connections not yet closed
+     * and the uneven share of MHD's limit among the worker threads. */
+    unsigned margin = 64 + cfg->connection_limit / 8;
+    unsigned mhd_limit =
+        cfg->connection_limit > UINT_MAX - margin ? UINT_MAX : cfg->connection_limit + margin;
+    OPT(MHD_OPTION_CONNECTION_LIMIT, mhd_limit, NULL);
     OPT(MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL);
     OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, cfg->connection_memory, NULL);
     OPT(MHD_OPTION_LISTEN_BACKLOG_SIZE, cfg->listen_backlog, NULL);
@@ -1189,7 +1377,8 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
 #undef OPT
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, l, MHD_OPTION_URI_LOG_CALLBACK, on_uri, l,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
     if (d == NULL)
         cdn_error("cannot listen on %s%s: %s", hostport, l->tls ? " (TLS)" : "",
@@ -1216,6 +1405,17 @@ cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cd
     };
     fe->l_plain = (struct listener){fe, false};
     fe->l_tls = (struct listener){fe, true};
+    pthread_mutex_init(&fe->conn_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&fe->reaper_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&fe->reaper, NULL, reaper_main, fe) != 0) {
+        cdn_error("cannot start the connection reaper thread");
+        goto fail;
+    }
+    fe->reaper_running = true;
     fe->plain = start_daemon(fe, cfg->listen, &fe->l_plain);
     if (fe->plain == NULL)
         goto fail;
@@ -1260,6 +1460,16 @@ cdn_front_stop(struct cdn_front *fe)
         MHD_stop_daemon(fe->plain);
     if (fe->tls)
         MHD_stop_daemon(fe->tls);
+    if (fe->reaper_running) {
+        pthread_mutex_lock(&fe->conn_mu);
+        fe->stopping = true;
+        pthread_cond_signal(&fe->reaper_cv);
+        pthread_mutex_unlock(&fe->conn_mu);
+        pthread_join(fe->reaper, NULL);
+    }
+    CDN_ASSERT(fe->slots == NULL); /* MHD sent CLOSED for every connection it stopped */
+    pthread_cond_destroy(&fe->reaper_cv);
+    pthread_mutex_destroy(&fe->conn_mu);
     free(fe->tls_cert_pem);
     free(fe->tls_key_pem);
     fe->magic = 0;
@@ -1280,6 +1490,9 @@ cdn_front_stats(struct cdn_front *fe, struct cdn_front_stats *out)
     out->misses = atomic_load(&fe->n_misses);
     out->stored = atomic_load(&fe->n_stored);
     out->unshared = atomic_load(&fe->n_unshared);
+    out->connections = atomic_load(&fe->n_conns);
+    out->conn_refused = atomic_load(&fe->n_conn_refused);
+    out->head_timeouts = atomic_load(&fe->n_head_timeouts);
     for (size_t i = 0; i <= CDN_LATENCY_BUCKETS; i++)
         out->latency[i] = atomic_load_explicit(&fe->latency[i], memory_order_relaxed);
     out->latency_sum_us = atomic_load_explicit(&fe->latency_sum_us, memory_order_relaxed);

@@ -1,7 +1,10 @@
 /*
  * front.h: the client-facing HTTP listener(s), built on libmicrohttpd with an epoll thread pool
  * and suspend/resume (DESIGN.md §3). Validates each request, refuses loops, forwards through the
- * upstream thread and streams responses back.
+ * upstream thread and streams responses back. Enforces connection_limit (a connection beyond it
+ * gets a 503 and is closed at once) and request_head_timeout (a connection without a complete
+ * request head that long after opening or after its previous response is closed), for both
+ * listeners together; a thread of its own closes the overdue connections.
  *
  * Started and stopped by the main thread only.
  */
@@ -34,6 +37,10 @@ struct cdn_front_stats {
     uint64_t misses;       /* GET/HEAD that went upstream */
     uint64_t stored;       /* responses the store took */
     uint64_t unshared;     /* followers that went upstream alone (response not shareable) */
+    uint64_t connections;  /* client connections open now (both listeners) */
+    uint64_t conn_refused; /* connections answered 503 (TLS: closed) at connection_limit */
+    uint64_t head_timeouts; /* connections closed for want of a request head within
+                               request_head_timeout (after opening or after a response) */
     uint64_t latency[CDN_LATENCY_BUCKETS + 1]; /* requests by total time, per bucket (not
                                                   cumulative; the last is +Inf) */
     uint64_t latency_sum_us;

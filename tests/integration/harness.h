@@ -205,4 +205,8 @@ char *h_head_join(const char *head, const char *name);
 /* Milliseconds from a monotonic clock. */
 int64_t h_now_ms(void);
 
+/* Value of the unlabelled metric `name` in the /metrics of the node whose admin listener is on
+ * admin_port, or -1 when it is absent or /metrics did not answer. */
+long long h_metric(int admin_port, const char *name);
+
 #endif

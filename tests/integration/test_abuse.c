@@ -1,6 +1,7 @@
 /*
- * Abusive clients seen from outside the node: slow request heads (connection_timeout), a body far
- * over max_request_body, and a long pipeline on one connection.
+ * Abusive clients seen from outside the node: slow request heads (request_head_timeout),
+ * connections beyond connection_limit (plain and TLS), a body far over max_request_body, and a
+ * long pipeline on one connection.
  *
  * Each test writes its options to a config file passed with -c. Every loop is bounded by a count
  * and a deadline; waits poll what the test can observe (readability of sockets, responses).
@@ -80,123 +81,277 @@ timed_get(struct h_test *t, const char *target, const char *body)
     return ms;
 }
 
+/*
+ * Polls the metric `name` until it equals want, for at most timeout_ms. Returns the last value
+ * read (-1: none).
+ */
+static long long
+wait_metric(struct h_test *t, const char *name, long long want, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    long long v = -1;
+    for (int k = 0; k < 10000; k++) {
+        v = h_metric(t->node.admin_port, name);
+        if (v == want || h_now_ms() >= deadline)
+            break;
+        nap_ms(20);
+    }
+    return v;
+}
+
 #define N_SLOW 20
 #define SLOW_TICK_MS 500
 #define SLOW_SEND_MS 10000
 
 /*
- * connection_timeout = 2: 20 connections each trickle a request head one byte every 500 ms for
- * 10 s. Meanwhile a normal client is served promptly; once the trickle stops, the node closes
- * every slow connection 2 s (at most 5 s) after its last byte. connection_timeout is an idle
- * timeout: a byte every 500 ms keeps a connection open, which the test records but does not
- * assert on.
+ * request_head_timeout = 2: 20 connections each trickle a request head one byte every 500 ms.
+ * The bytes do not keep them open (connection_timeout would: it is an idle timeout): the node
+ * closes each about 2 s after it opened, without answering the partial head; every one must be
+ * closed no sooner than 1.5 s and no later than 10 s after it opened. Meanwhile normal clients
+ * are served promptly, and cdnode_connections_head_timeouts_total counts exactly the slow
+ * connections.
  */
 static void
 test_slowloris(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "slow.conf", "connection_timeout = 2\n");
+    start_with(t, "slow.conf", "request_head_timeout = 2\n");
     timed_get(t, "/fast?cc=max-age=60&body=fast", "fast"); /* stored before the trickle */
 
     static const char head[] = "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
     struct h_conn c[N_SLOW];
     size_t sent[N_SLOW] = {0}, got[N_SLOW] = {0};
-    int64_t last_byte[N_SLOW], closed_at[N_SLOW];
+    int64_t opened_at[N_SLOW], closed_at[N_SLOW];
     for (int i = 0; i < N_SLOW; i++) {
         if (h_conn_open(&c[i], t->node.port) != 0)
             fail_msg("slow connection %d: connect failed", i);
+        opened_at[i] = h_now_ms();
         closed_at[i] = 0;
-        last_byte[i] = 0;
     }
 
     int64_t t0 = h_now_ms(), worst_get = 0;
-    int n_gets = 0, closed_while_sending = 0;
-    /* Trickle: one byte per open connection per tick, for SLOW_SEND_MS. */
-    for (int tick = 0; tick < SLOW_SEND_MS / SLOW_TICK_MS; tick++) {
+    int n_gets = 0, open = N_SLOW;
+    /* Trickle one byte per open connection per tick until all are closed or SLOW_SEND_MS passed;
+     * a normal GET on every tick while slow connections are open. */
+    for (int tick = 0; tick < SLOW_SEND_MS / SLOW_TICK_MS && open > 0; tick++) {
         int64_t tick_at = t0 + (int64_t)tick * SLOW_TICK_MS;
         for (int k = 0; k < 1000 && h_now_ms() < tick_at; k++)
             nap_ms(10);
+        open = 0;
         for (int i = 0; i < N_SLOW; i++) {
             if (closed_at[i] != 0)
                 continue;
             if (peer_gone(c[i].fd, &got[i])) {
                 closed_at[i] = h_now_ms();
-                closed_while_sending++;
                 continue;
             }
             char b = sent[i] < sizeof(head) - 1 ? head[sent[i]] : 'a';
             if (send(c[i].fd, &b, 1, MSG_NOSIGNAL) == 1) {
                 sent[i]++;
-                last_byte[i] = h_now_ms();
+                open++;
             } else {
                 closed_at[i] = h_now_ms();
-                closed_while_sending++;
             }
         }
-        if (tick >= 4 && tick % 4 == 0) {
+        if (open > 0) {
             int64_t ms = timed_get(t, "/fast?cc=max-age=60&body=fast", "fast");
-            if (ms > worst_get)
-                worst_get = ms;
+            worst_get = ms > worst_get ? ms : worst_get;
             n_gets++;
         }
     }
-
-    /* The trickle stopped: every connection must now close within the timeout (+ slack). */
-    int64_t deadline = h_now_ms() + 8000;
-    int open = N_SLOW;
-    for (int k = 0; k < 100000 && h_now_ms() < deadline; k++) {
-        open = 0;
-        for (int i = 0; i < N_SLOW; i++) {
-            if (closed_at[i] == 0 && peer_gone(c[i].fd, &got[i]))
-                closed_at[i] = h_now_ms();
-            if (closed_at[i] == 0)
-                open++;
-        }
-        if (open == 0)
-            break;
-        struct pollfd p[N_SLOW];
-        int n = 0;
-        for (int i = 0; i < N_SLOW; i++)
-            if (closed_at[i] == 0)
-                p[n++] = (struct pollfd){.fd = c[i].fd, .events = POLLIN};
-        poll(p, (nfds_t)n, 50);
-    }
+    for (int i = 0; i < N_SLOW; i++)
+        if (closed_at[i] == 0 && peer_gone(c[i].fd, &got[i]))
+            closed_at[i] = h_now_ms();
 
     int64_t min_ms = INT64_MAX, max_ms = 0;
-    size_t min_sent = SIZE_MAX, max_sent = 0;
+    size_t max_sent = 0;
+    open = 0;
     for (int i = 0; i < N_SLOW; i++) {
-        if (closed_at[i] != 0 && last_byte[i] != 0) {
-            int64_t d = closed_at[i] - last_byte[i];
-            min_ms = d < min_ms ? d : min_ms;
-            max_ms = d > max_ms ? d : max_ms;
+        if (closed_at[i] == 0) {
+            open++;
+            continue;
         }
-        min_sent = sent[i] < min_sent ? sent[i] : min_sent;
+        int64_t d = closed_at[i] - opened_at[i];
+        min_ms = d < min_ms ? d : min_ms;
+        max_ms = d > max_ms ? d : max_ms;
         max_sent = sent[i] > max_sent ? sent[i] : max_sent;
     }
-    printf("abuse: slowloris: %d connections, %zu..%zu bytes each over %d ms; %d closed while "
-           "still trickling; closed %lld..%lld ms after their last byte, %d still open; %d "
-           "normal GETs meanwhile, slowest %lld ms\n",
-           N_SLOW, min_sent, max_sent, SLOW_SEND_MS, closed_while_sending, (long long)min_ms,
-           (long long)max_ms, open, n_gets, (long long)worst_get);
+    long long timeouts = wait_metric(t, "cdnode_connections_head_timeouts_total", N_SLOW, 2000);
+    long long still = wait_metric(t, "cdnode_connections_open", 0, 5000);
+    printf("abuse: slowloris: %d connections closed %lld..%lld ms after opening (at most %zu "
+           "bytes sent), %d still open; %d normal GETs meanwhile, slowest %lld ms; head timeouts "
+           "counted %lld, connections open after %lld\n",
+           N_SLOW, (long long)min_ms, (long long)max_ms, max_sent, open, n_gets,
+           (long long)worst_get, timeouts, still);
     for (int i = 0; i < N_SLOW; i++) {
         if (got[i] != 0)
             fail_msg("slow connection %d received %zu bytes (a partial head must get no answer)", i,
                      got[i]);
         if (closed_at[i] == 0)
-            fail_msg("slow connection %d was still open 8 s after its last byte", i);
-        if (last_byte[i] == 0)
-            fail_msg("slow connection %d was closed before its first byte", i);
-        int64_t d = closed_at[i] - last_byte[i];
-        if (d < 1500 || d > 5000)
-            fail_msg("slow connection %d was closed %lld ms after its last byte (expected 2000, "
-                     "between 1500 and 5000)",
+            fail_msg("slow connection %d was still open %d ms after it opened (expected closed "
+                     "about 2000 ms after)",
+                     i, SLOW_SEND_MS);
+        int64_t d = closed_at[i] - opened_at[i];
+        if (d < 1500 || d > 10000)
+            fail_msg("slow connection %d was closed %lld ms after it opened (expected about 2000, "
+                     "between 1500 and 10000)",
                      i, (long long)d);
     }
-    if (worst_get >= 1000)
-        fail_msg("a normal GET took %lld ms while slow connections were open (expected < 1000)",
+    if (n_gets == 0)
+        fail_msg("no normal GET was made while slow connections were open");
+    if (worst_get >= 2000)
+        fail_msg("a normal GET took %lld ms while slow connections were open (expected < 2000)",
                  (long long)worst_get);
+    if (timeouts != N_SLOW)
+        fail_msg("cdnode_connections_head_timeouts_total is %lld (expected %d)", timeouts, N_SLOW);
+    if (still != 0)
+        fail_msg("cdnode_connections_open is %lld after every connection closed", still);
     for (int i = 0; i < N_SLOW; i++)
         h_conn_close(&c[i]);
+    H_PASS(t);
+}
+
+#define N_LIMIT 20
+
+/*
+ * connection_limit = 20 (request_head_timeout = 60, so nothing times out here): 20 idle
+ * connections fill it; one more, which sends a GET at once, gets a 503 with Retry-After or is
+ * closed within 5 s, never left waiting in the listen queue. After 5 idle connections close, a
+ * new client is served. /metrics counts one refused connection and no head timeout.
+ */
+static void
+test_connection_limit(void **state)
+{
+    struct h_test *t = *state;
+    char text[128];
+    snprintf(text, sizeof(text), "connection_limit = %d\nrequest_head_timeout = 60\n", N_LIMIT);
+    start_with(t, "limit.conf", text);
+    struct h_conn idle[N_LIMIT];
+    for (int i = 0; i < N_LIMIT; i++)
+        if (h_conn_open(&idle[i], t->node.port) != 0)
+            fail_msg("idle connection %d: connect failed", i);
+    long long open = wait_metric(t, "cdnode_connections_open", N_LIMIT, H_TIMEOUT_MS);
+    if (open != N_LIMIT)
+        fail_msg("cdnode_connections_open is %lld with %d idle connections", open, N_LIMIT);
+
+    struct h_conn extra;
+    if (h_conn_open(&extra, t->node.port) != 0)
+        fail_msg("connection %d: connect failed (the node should accept, then answer)", N_LIMIT + 1);
+    int64_t t0 = h_now_ms();
+    /* The node may have closed it already: a failed send still leaves its answer readable. */
+    (void)h_conn_sendf(&extra, "GET /over?body=over HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    struct h_resp r = {0};
+    bool answered = h_read_response(&extra, &r, false, 5000) == 0;
+    int left = (int)(t0 + 5000 - h_now_ms());
+    bool closed = extra.eof || h_conn_wait_closed(&extra, left > 0 ? left : 1);
+    int64_t ms = h_now_ms() - t0;
+    printf("abuse: connection_limit: connection %d %s%d in %lld ms, %s\n", N_LIMIT + 1,
+           answered ? "answered " : "not answered ", answered ? r.status : 0, (long long)ms,
+           closed ? "then closed" : "left open");
+    if (answered && (r.status != 503 || h_header(&r, "Retry-After") == NULL))
+        fail_msg("connection over connection_limit: status %d, Retry-After %s (expected 503 with "
+                 "Retry-After, or a close)",
+                 r.status, h_header(&r, "Retry-After") ? "present" : "absent");
+    if (!closed || ms > 5000)
+        fail_msg("connection over connection_limit still open after %lld ms (expected an answer "
+                 "and a close within 5000 ms)",
+                 (long long)ms);
+    h_resp_free(&r);
+    h_conn_close(&extra);
+
+    for (int i = 0; i < 5; i++)
+        h_conn_close(&idle[i]);
+    open = wait_metric(t, "cdnode_connections_open", N_LIMIT - 5, H_TIMEOUT_MS);
+    if (open != N_LIMIT - 5)
+        fail_msg("cdnode_connections_open is %lld after 5 of %d closed", open, N_LIMIT);
+    int64_t get_ms = timed_get(t, "/after?body=after", "after");
+    long long refused = h_metric(t->node.admin_port, "cdnode_connections_refused_total");
+    long long timeouts = h_metric(t->node.admin_port, "cdnode_connections_head_timeouts_total");
+    printf("abuse: connection_limit: GET after 5 closed took %lld ms; refused %lld, head "
+           "timeouts %lld\n",
+           (long long)get_ms, refused, timeouts);
+    if (refused != 1)
+        fail_msg("cdnode_connections_refused_total is %lld (expected 1)", refused);
+    if (timeouts != 0)
+        fail_msg("cdnode_connections_head_timeouts_total is %lld (expected 0)", timeouts);
+    for (int i = 5; i < N_LIMIT; i++)
+        h_conn_close(&idle[i]);
+    H_PASS(t);
+}
+
+/*
+ * The TLS listener under the same rules, with connection_limit = 2 and request_head_timeout = 2
+ * for both listeners together: with 2 idle plain connections open, a TCP connection to the TLS
+ * port is closed within 5 s (nothing can be written in the clear there); once the idle ones timed
+ * out, a TLS connection that never starts its handshake is closed 1.5 to 10 s after opening, and
+ * an HTTPS client is served.
+ */
+static void
+test_tls_limits(void **state)
+{
+    struct h_test *t = *state;
+    char cert[512], key[512], text[1400];
+    assert_int_equal(h_make_cert(t, "front", cert, key, sizeof(cert)), 0);
+    int tls_port = h_free_port();
+    snprintf(text, sizeof(text),
+             "connection_limit = 2\nrequest_head_timeout = 2\nlisten_tls = 127.0.0.1:%d\n"
+             "tls_cert = %s\ntls_key = %s\n",
+             tls_port, cert, key);
+    start_with(t, "tls.conf", text);
+    assert_true(h_wait_port(tls_port, H_TIMEOUT_MS));
+    wait_metric(t, "cdnode_connections_open", 0, H_TIMEOUT_MS); /* h_wait_port's probe */
+
+    struct h_conn idle[2], tc;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(h_conn_open(&idle[i], t->node.port), 0);
+    long long open = wait_metric(t, "cdnode_connections_open", 2, H_TIMEOUT_MS);
+    if (open != 2)
+        fail_msg("cdnode_connections_open is %lld with 2 idle connections", open);
+    assert_int_equal(h_conn_open(&tc, tls_port), 0);
+    int64_t t0 = h_now_ms();
+    bool closed = h_conn_wait_closed(&tc, 5000);
+    int64_t refused_ms = h_now_ms() - t0;
+    h_conn_close(&tc);
+    if (!closed)
+        fail_msg("a TLS connection over connection_limit was still open after 5000 ms");
+
+    /* The idle plain connections run out of time; then the limit has room again. */
+    for (int i = 0; i < 2; i++)
+        if (!h_conn_wait_closed(&idle[i], 10000))
+            fail_msg("idle plain connection %d still open 10 s after opening", i);
+    wait_metric(t, "cdnode_connections_open", 0, H_TIMEOUT_MS);
+    assert_int_equal(h_conn_open(&tc, tls_port), 0);
+    t0 = h_now_ms();
+    closed = h_conn_wait_closed(&tc, 10000);
+    int64_t idle_ms = h_now_ms() - t0;
+    h_conn_close(&tc);
+
+    char url[128], out[512], log[512];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d/tls?body=secure", tls_port);
+    h_path(t, "curl.body", out, sizeof(out));
+    h_path(t, "curl.log", log, sizeof(log));
+    char *argv[] = {"curl", "-sS", "--noproxy", "*", "--max-time", "10", "--cacert", cert,
+                    "-o",   out,   url,         NULL};
+    int rc = h_run(argv, log, NULL, 15000);
+    char *body = h_read_file(out, NULL);
+    long long refused = h_metric(t->node.admin_port, "cdnode_connections_refused_total");
+    long long timeouts = h_metric(t->node.admin_port, "cdnode_connections_head_timeouts_total");
+    printf("abuse: tls: over the limit closed after %lld ms; silent TLS connection closed after "
+           "%lld ms; curl exit %d; refused %lld, head timeouts %lld\n",
+           (long long)refused_ms, (long long)idle_ms, rc, refused, timeouts);
+    if (!closed || idle_ms < 1500)
+        fail_msg("a TLS connection without a handshake was %s after %lld ms (expected closed "
+                 "between 1500 and 10000 ms)",
+                 closed ? "closed" : "still open", (long long)idle_ms);
+    if (rc != 0 || body == NULL || strcmp(body, "secure") != 0)
+        fail_msg("HTTPS GET: curl exit %d, body \"%s\"", rc, body ? body : "(none)");
+    free(body);
+    if (refused != 1)
+        fail_msg("cdnode_connections_refused_total is %lld (expected 1)", refused);
+    if (timeouts != 3)
+        fail_msg("cdnode_connections_head_timeouts_total is %lld (expected 3: two plain, one "
+                 "TLS)",
+                 timeouts);
     H_PASS(t);
 }
 
@@ -436,6 +591,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_slowloris, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_connection_limit, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_limits, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_body_limit, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_pipelining, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trusted_hops, h_setup, h_teardown),
