@@ -28,6 +28,7 @@ cdn_policy_opts_from_config(const struct cdn_config *c, struct cdn_policy_opts *
     o->targeted = (const char *const *)c->target_cache_control;
     o->n_targeted = c->n_target_cache_control;
     o->stale_if_error_grace_s = c->stale_if_error_grace_s;
+    o->cache_set_cookie = c->cache_set_cookie;
 }
 
 bool
@@ -115,6 +116,15 @@ no_cache_unqualified(const struct cdn_cc *cc)
     return cc->no_cache && cc->no_cache_fields.n == 0;
 }
 
+static bool
+fields_have(const struct cdn_cc_fields *f, const char *name, size_t nlen)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (f->len[i] == nlen && strncasecmp(f->name[i], name, nlen) == 0)
+            return true;
+    return false;
+}
+
 enum cdn_store_verdict
 cdn_storable(const char *method, const struct cdn_hdrs *req, int status,
              const struct cdn_hdrs *resp, const struct cdn_policy_opts *o)
@@ -140,6 +150,13 @@ cdn_storable(const char *method, const struct cdn_hdrs *req, int status,
         return CDN_NOSTORE_AUTHORIZATION;
     if (list_has(resp, "Vary", "*"))
         return CDN_NOSTORE_VARY_STAR;
+    /* Set-Cookie named by a qualified private or no-cache is stripped before storing. */
+    static const char sc[] = "Set-Cookie";
+    if (!o->cache_set_cookie && cdn_hdrs_get(resp, sc) != NULL &&
+        !(cc.public_ || cc.s_maxage >= 0 || (targeted && cc.max_age >= 0)) &&
+        !(cc.private_ && fields_have(&cc.private_fields, sc, sizeof(sc) - 1)) &&
+        !(cc.no_cache && fields_have(&cc.no_cache_fields, sc, sizeof(sc) - 1)))
+        return CDN_NOSTORE_SET_COOKIE;
     bool explicit = cc.public_ || cc.max_age >= 0 || cc.s_maxage >= 0 ||
                     (!targeted && cdn_hdrs_get(resp, "Expires") != NULL);
     if (!explicit && !cdn_status_heuristic(status))
@@ -169,20 +186,14 @@ cdn_store_reason(enum cdn_store_verdict v)
         return "authorization";
     case CDN_NOSTORE_VARY_STAR:
         return "vary-star";
+    case CDN_NOSTORE_SET_COOKIE:
+        return "set-cookie";
     case CDN_NOSTORE_NOT_CACHEABLE:
         return "not-cacheable";
     }
     return "unknown";
 }
 
-static bool
-fields_have(const struct cdn_cc_fields *f, const char *name, size_t nlen)
-{
-    for (size_t i = 0; i < f->n; i++)
-        if (f->len[i] == nlen && strncasecmp(f->name[i], name, nlen) == 0)
-            return true;
-    return false;
-}
 
 size_t
 cdn_policy_strip_for_store(struct cdn_hdrs *resp, const struct cdn_cc *cc)

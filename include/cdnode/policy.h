@@ -32,11 +32,12 @@ struct cdn_policy_opts {
     size_t n_targeted;
     int64_t stale_if_error_grace_s; /* serve stale on upstream error this long past expiry even
                                        without stale-if-error; 0: only what directives allow */
+    bool cache_set_cookie;          /* store Set-Cookie responses without an explicit public */
 };
 
 /*
  * Fills o from the configuration (heuristic_percent, heuristic_max_s, target_cache_control,
- * stale_if_error_grace). o points into c's strings and lives as long as c.
+ * stale_if_error_grace, cache_set_cookie). o points into c's strings and lives as long as c.
  */
 void cdn_policy_opts_from_config(const struct cdn_config *c, struct cdn_policy_opts *o);
 
@@ -67,6 +68,8 @@ enum cdn_store_verdict {
     CDN_NOSTORE_AUTHORIZATION,   /* request had Authorization; response lacks public, s-maxage and
                                     must-revalidate (§3.5) */
     CDN_NOSTORE_VARY_STAR,       /* Vary: * (could never be served from cache) */
+    CDN_NOSTORE_SET_COOKIE,      /* Set-Cookie without public, s-maxage or a targeted max-age,
+                                    and cache_set_cookie off */
     CDN_NOSTORE_NOT_CACHEABLE    /* no explicit freshness, no public, and a status that is not
                                     heuristically cacheable (or not known to this cache) */
 };
@@ -75,8 +78,11 @@ enum cdn_store_verdict {
  * Whether a shared cache may store the response to this request (RFC 9111 §3, §3.5, §5.2.2.3).
  * Only GET responses are stored; a HEAD request is answered from a stored GET by the caller.
  * Response no-store is ignored when must-understand is present and the status code is one this
- * cache knows (§5.2.2.3). Responses with Set-Cookie are storable: Set-Cookie is stored and served
- * like any other field (the origin marks per-user responses private or no-store). Response
+ * cache knows (§5.2.2.3). A response with Set-Cookie is stored (with its Set-Cookie, served like
+ * any other field) only when the origin said explicitly that shared caches may keep it: public,
+ * s-maxage, or max-age in a targeted field (RFC 9213) — or when o->cache_set_cookie is set. RFC
+ * 9111 §7.3 leaves this to the cache; handing one visitor's session cookie to every other one is
+ * the failure this prevents, and Varnish and nginx pass such responses by default too. Response
  * no-cache does not prevent storing (it forces revalidation, see cdn_decide). A known status that
  * is not heuristically cacheable (e.g. 302, 500) needs explicit freshness or public; an unknown
  * final status needs explicit freshness or public too (§3 no longer requires it be understood).

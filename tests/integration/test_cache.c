@@ -284,15 +284,19 @@ test_not_stored(void **state)
                       200);
     expect_not_stored(t, "/ns4", "/ns4?status=500&body=broken", NULL, 500);
     expect_not_stored(t, "/ns5", "/ns5?cc=max-age=60&h=Vary:*", NULL, 200);
+    /* Set-Cookie without an explicit public: one visitor's cookie is not handed to the next. */
+    expect_not_stored(t, "/ns6", "/ns6?cc=max-age=60&h=Set-Cookie:sid%3D1", NULL, 200);
 
-    /* Set-Cookie does not prevent storing in a shared cache (RFC 9111 §7.3 leaves it to the
-     * origin to say private or no-store). */
+    /* With public the origin said shared caches may keep it: stored, Set-Cookie included. */
     struct h_resp r;
-    get_body(t, "/sc?cc=max-age=60&h=Set-Cookie:sid%3D1&body=c", NULL, "c", &r);
+    get_body(t, "/sc?cc=public,max-age=60&h=Set-Cookie:sid%3D1&body=c", NULL, "c", &r);
     EXPECT_CS(&r, "stored");
     h_resp_free(&r);
-    get_body(t, "/sc?cc=max-age=60&h=Set-Cookie:sid%3D1&body=c", NULL, "c", &r);
+    get_body(t, "/sc?cc=public,max-age=60&h=Set-Cookie:sid%3D1&body=c", NULL, "c", &r);
     EXPECT_HIT(&r);
+    if (h_header(&r, "Set-Cookie") == NULL || strcmp(h_header(&r, "Set-Cookie"), "sid=1") != 0)
+        fail_msg("stored Set-Cookie not served: \"%s\"",
+                 h_header(&r, "Set-Cookie") ? h_header(&r, "Set-Cookie") : "(none)");
     h_resp_free(&r);
     EXPECT_COUNT(t, "/sc", 1);
 

@@ -272,16 +272,15 @@ test_miss_burst_one_fetch(void **state)
 }
 
 /*
- * A private response cannot be shared: the nine followers of the first burst go upstream on
- * their own, in parallel, once the leader's head shows it (about two origin delays in all). The
- * key is then marked hit-for-miss, so a second burst goes upstream at once (one origin delay).
+ * An uncacheable response (`what`) cannot be shared: the nine followers of the first burst go
+ * upstream on their own, in parallel, once the leader's head shows it (about two origin delays in
+ * all). The key is then marked hit-for-miss, so a second burst goes upstream at once (one origin
+ * delay). target answers "mine" after 1 s; path is its path.
  */
 static void
-test_uncacheable_parallel(void **state)
+uncacheable_bursts(struct h_test *t, const char *what, const char *path, const char *target)
 {
-    struct h_test *t = *state;
     start_node(t);
-    const char *target = "/private?cc=private&delay_ms=1000&body=mine";
     enum { N = 10 };
     struct h_conn c[N];
     struct h_resp r[N];
@@ -294,11 +293,11 @@ test_uncacheable_parallel(void **state)
                      (long long)send_ms);
         burst_read(c, r, N, target);
         walls[round] = h_now_ms() - t0;
-        long origin = h_origin_count(t, "/private");
-        printf("collapse: private burst %d: %d clients, origin requests %ld (cumulative), wall "
+        long origin = h_origin_count(t, path);
+        printf("collapse: %s burst %d: %d clients, origin requests %ld (cumulative), wall "
                "%lld ms; leaders %lld, followers %lld, unshared %lld, hit-for-miss markers %lld, "
                "hit-for-miss requests %lld\n",
-               round + 1, N, origin, (long long)walls[round],
+               what, round + 1, N, origin, (long long)walls[round],
                node_metric(t, "cdnode_collapse_leaders_total"),
                node_metric(t, "cdnode_collapse_followers_total"),
                node_metric(t, "cdnode_collapse_unshared_total"),
@@ -311,9 +310,9 @@ test_uncacheable_parallel(void **state)
                          round + 1, i + 1, r[i].status, r[i].body ? r[i].body : "(none)",
                          cs_of(&r[i]));
             if (cs_has(&r[i], "stored") || (cs_has(&r[i], "hit") && !cs_has(&r[i], "fwd=")))
-                fail_msg("burst %d, client %d: a private response was stored or served from "
-                         "the cache: Cache-Status \"%s\"",
-                         round + 1, i + 1, cs_of(&r[i]));
+                fail_msg("burst %d, client %d: a %s response was stored or served from the "
+                         "cache: Cache-Status \"%s\"",
+                         round + 1, i + 1, what, cs_of(&r[i]));
         }
         burst_free(r, N);
         if (origin != (round + 1) * N)
@@ -327,13 +326,47 @@ test_uncacheable_parallel(void **state)
     EXPECT_METRIC(t, "cdnode_hit_for_miss_markers_total", 1);
     EXPECT_METRIC(t, "cdnode_hit_for_miss_total", N);
     if (walls[0] >= 3500)
-        fail_msg("the first private burst took %lld ms (expected under 3500: followers released "
+        fail_msg("the first %s burst took %lld ms (expected under 3500: followers released "
                  "in parallel)",
-                 (long long)walls[0]);
+                 what, (long long)walls[0]);
     if (walls[1] >= 2000)
-        fail_msg("the second private burst took %lld ms (expected under 2000: hit-for-miss sends "
+        fail_msg("the second %s burst took %lld ms (expected under 2000: hit-for-miss sends "
                  "every request upstream at once)",
-                 (long long)walls[1]);
+                 what, (long long)walls[1]);
+    H_PASS(t);
+}
+
+static void
+test_uncacheable_private(void **state)
+{
+    struct h_test *t = *state;
+    uncacheable_bursts(t, "private", "/private", "/private?cc=private&delay_ms=1000&body=mine");
+    H_PASS(t);
+}
+
+static void
+test_uncacheable_no_store(void **state)
+{
+    struct h_test *t = *state;
+    uncacheable_bursts(t, "no-store", "/nostore", "/nostore?cc=no-store&delay_ms=1000&body=mine");
+    H_PASS(t);
+}
+
+static void
+test_uncacheable_set_cookie(void **state)
+{
+    struct h_test *t = *state;
+    uncacheable_bursts(t, "Set-Cookie", "/cookie",
+                       "/cookie?cc=max-age=60&h=Set-Cookie:sid%3D7&delay_ms=1000&body=mine");
+    H_PASS(t);
+}
+
+static void
+test_uncacheable_vary_star(void **state)
+{
+    struct h_test *t = *state;
+    uncacheable_bursts(t, "Vary: *", "/varystar",
+                       "/varystar?cc=max-age=60&h=Vary:*&delay_ms=1000&body=mine");
     H_PASS(t);
 }
 
@@ -668,7 +701,10 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_miss_burst_one_fetch, h_setup, h_teardown),
-        cmocka_unit_test_setup_teardown(test_uncacheable_parallel, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_uncacheable_private, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_uncacheable_no_store, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_uncacheable_set_cookie, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_uncacheable_vary_star, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_leader_disconnect, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_revalidation_collapsed, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_stale_while_revalidate_once, h_setup, h_teardown),

@@ -137,7 +137,19 @@ test_storable(void **state)
         {"GET", "", 200, "Vary: Accept\nVary: *", CDN_NOSTORE_VARY_STAR},
         {"GET", "", 200, "Vary: Accept, *", CDN_NOSTORE_VARY_STAR},
         {"GET", "", 200, "Vary: Accept-Encoding", CDN_STORE_OK},
-        {"GET", "", 200, "Set-Cookie: a=1\nCache-Control: max-age=60", CDN_STORE_OK},
+        /* Set-Cookie: stored only when the origin addressed shared caches explicitly, or when
+         * the cookie is stripped before storing */
+        {"GET", "", 200, "Set-Cookie: a=1\nCache-Control: max-age=60", CDN_NOSTORE_SET_COOKIE},
+        {"GET", "", 200, "Set-Cookie: a=1", CDN_NOSTORE_SET_COOKIE},
+        {"GET", "", 200, "set-cookie: a=1\nExpires: " D0_PLUS_1H, CDN_NOSTORE_SET_COOKIE},
+        {"GET", "", 200, "Set-Cookie: a=1\nCache-Control: public, max-age=60", CDN_STORE_OK},
+        {"GET", "", 200, "Set-Cookie: a=1\nCache-Control: s-maxage=60", CDN_STORE_OK},
+        {"GET", "", 200, "Set-Cookie: a=1\nCDN-Cache-Control: max-age=60", CDN_STORE_OK},
+        {"GET", "", 200, "Set-Cookie: a=1\nCDN-Cache-Control: no-cache", CDN_NOSTORE_SET_COOKIE},
+        {"GET", "", 200, "Set-Cookie: a=1\nCache-Control: max-age=60, private=\"set-cookie\"",
+         CDN_STORE_OK},
+        {"GET", "", 200, "Set-Cookie: a=1\nCache-Control: max-age=60, no-cache=\"Set-Cookie\"",
+         CDN_STORE_OK},
         {"GET", "", 200, "Cache-Control: no-cache", CDN_STORE_OK},
         {"GET", "Pragma: no-cache", 200, "Cache-Control: max-age=60", CDN_STORE_OK},
         /* a valid targeted field replaces Cache-Control and Expires */
@@ -162,6 +174,15 @@ test_storable(void **state)
                      cdn_store_reason(rows[i].want));
         cdn_arena_free(a);
     }
+    /* cache_set_cookie = on: Set-Cookie no longer matters. */
+    struct cdn_policy_opts on = opts[O_DEF];
+    on.cache_set_cookie = true;
+    struct cdn_arena *a = cdn_arena_new(0);
+    struct cdn_hdrs req = hdrs_of(a, ""),
+                    resp = hdrs_of(a, "Set-Cookie: a=1\nCache-Control: max-age=60");
+    assert_int_equal(cdn_storable("GET", &req, 200, &resp, &on), CDN_STORE_OK);
+    assert_string_equal(cdn_store_reason(CDN_NOSTORE_SET_COOKIE), "set-cookie");
+    cdn_arena_free(a);
 }
 
 static void
