@@ -66,7 +66,12 @@ out=$root/bench/results/$stamp
 mkdir -p "$out/logs"
 raw=$out/raw.txt
 : >"$raw"
-tmp=$(mktemp -d /tmp/cdnode-bench.XXXXXX)
+# Everything the proxies write (caches, Varnish's shared memory log, logs) goes to tmpfs when it
+# has room, so no proxy waits on a disk: the comparison is of CPU work on one core.
+workroot=/tmp
+[ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $4}')" -gt $((8 * 1024 * 1024)) ] 2>/dev/null &&
+    workroot=/dev/shm
+tmp=$(mktemp -d "$workroot/cdnode-bench.XXXXXX")
 chmod 755 "$tmp"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 origin_port=$(free_port)
@@ -77,8 +82,10 @@ started=()
 cleanup() {
     for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${started[@]}"; do wait "$p" 2>/dev/null || true; done
-    for f in "$tmp"/*/logs/* "$tmp"/*/*.log; do
-        [ -f "$f" ] && cp "$f" "$out/logs/$(basename "$(dirname "$f")")-$(basename "$f")" 2>/dev/null
+    local f d
+    for f in "$tmp"/*/logs/*; do
+        d=$(basename "$(dirname "$(dirname "$f")")")
+        [ -f "$f" ] && [ "$(basename "$f")" != upstream.log ] && cp "$f" "$out/logs/$d-$(basename "$f")"
     done
     rm -rf "$tmp"
 }
@@ -356,6 +363,16 @@ measure() { # proxy scenario seconds rep -> one key=value line
     miss:*) "${lg[@]}" -s $(((rep + 1) * 100000000)) "$base/u/%d" ;;
     esac
 }
+tree_ticks() { # CPU time (clock ticks) used so far by a process tree
+    local p t=0
+    for p in $(tree_pids "$1"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+cpu_busy() { # "busy total" jiffies of CPU $1
+    awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat
+}
 origin_counts() { # lines of the origin's /reval/ + /u/ log from line $1 on: "n200 n304 nother"
     tail -n +"$1" "$o/logs/upstream.log" |
         awk '{c[$1]++; n++} END {print c["200"]+0, c["304"]+0, n - c["200"] - c["304"]}'
@@ -379,17 +396,27 @@ for rep in $(seq 1 "$reps"); do
             before=$(($(wc -l <"$o/logs/upstream.log") + 1))
             memf=$tmp/mem.$p.$s.$rep
             [ "$s" = hit-4m ] && { sample_mem "${pid[$p]}" "$memf" & memjob=$!; }
+            t0=$(tree_ticks "${pid[$p]}")
+            read -r b0 a0 < <(cpu_busy 0)
+            read -r b1 a1 < <(cpu_busy 1)
             line=$(measure "$p" "$s" "$dur" "$rep")
-            extra=""
+            read -r b0e a0e < <(cpu_busy 0)
+            read -r b1e a1e < <(cpu_busy 1)
+            t1=$(tree_ticks "${pid[$p]}")
+            # the proxy's own CPU use, and how busy each CPU was (others' processes included)
+            extra=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v d="$dur" \
+                -v b0="$((b0e - b0))" -v a0="$((a0e - a0))" -v b1="$((b1e - b1))" \
+                -v a1="$((a1e - a1))" 'BEGIN {printf " proxy_cpu=%.0f cpu0_busy=%.0f cpu1_busy=%.0f",
+                    100 * t / hz / d, a0 ? 100 * b0 / a0 : 0, a1 ? 100 * b1 / a1 : 0}')
             if [ "$s" = hit-4m ]; then
                 touch "$memf.stop"
                 wait "$memjob"
                 read -r anon file <"$memf"
-                extra=" rss_anon_kb=$anon rss_file_kb=$file"
+                extra="$extra rss_anon_kb=$anon rss_file_kb=$file"
             fi
             case $s in reval | miss)
                 read -r n200 n304 nother < <(origin_counts "$before")
-                extra=" origin_200=$n200 origin_304=$n304 origin_other=$nother" ;;
+                extra="$extra origin_200=$n200 origin_304=$n304 origin_other=$nother" ;;
             esac
             echo "scenario=$s proxy=$p rep=$rep client=$(client_for "$s") $line$extra" >>"$raw"
             printf '%-10s %-8s rep %d: %s%s\n' "$s" "$p" "$rep" "$line" "$extra"
@@ -406,8 +433,9 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "cdnode=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include || echo +dirty)"
     echo "nginx=$(nginx -v 2>&1 | sed 's/.*\///')"
     echo "varnish=$(varnishd -V 2>&1 | head -1 | sed 's/.*(varnish-\([^ ]*\).*/\1/')"
-    echo "ats=$(traffic_server --version 2>/dev/null | awk '/Apache Traffic Server/ {print $5; exit}')"
+    echo "ats=$(traffic_server --version 2>&1 | awk -F' - ' '/^Apache Traffic Server/ {print $3; exit}')"
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+    echo "workdir=$workroot"
     echo "reps=$reps"
     echo "duration_s=$dur"
     echo "connections=$conns"

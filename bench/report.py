@@ -58,7 +58,7 @@ def main(run):
     for key, rs in runs.items():
         m = {"client": rs[0]["client"], "reps": len(rs)}
         for k in list(HIGHER) + ["errors", "sother", "origin_200", "origin_304", "requests",
-                                 "rss_anon_kb", "rss_file_kb"]:
+                                 "rss_anon_kb", "rss_file_kb", "proxy_cpu", "cpu0_busy", "cpu1_busy"]:
             vals = [num(r.get(k)) for r in rs if num(r.get(k)) is not None]
             m[k] = statistics.median(vals) if vals else None
         rps = [num(r.get("rps")) or 0 for r in rs]
@@ -94,7 +94,8 @@ def main(run):
               f"wrk {meta.get('wrk', '')}")
     md.append(f"- {meta.get('reps', '')} repetition(s) of {meta.get('duration_s', '')} s, "
               f"{meta.get('connections', '')} connections, {meta.get('reval_urls', '')} distinct "
-              "reval URLs; proxy on CPU 0, origin (nginx) and client on CPU 1")
+              "reval URLs; proxy on CPU 0, origin (nginx) and client on CPU 1; caches and logs under "
+              f"{meta.get('workdir', '')}")
     md.append(f"- load average before {meta.get('load_before', '')}, after "
               f"{meta.get('load_after', '')}; {meta.get('fuzz_or_other_load', '')}")
     if meta.get("no_hit_evidence"):
@@ -104,11 +105,13 @@ def main(run):
               "other proxies in this run (throughput: higher is better; latency: lower is "
               "better). `client`: which load generator produced the row (wrk 4.1, or "
               "bench/loadgen, which reads 256 KiB per call). MB = 10^6 bytes received, heads "
-              "included.")
+              "included. CPU %: the proxy's processes over the run, and how busy CPU 0 (proxy) and "
+              "CPU 1 (origin and client) were, whoever used them: a proxy below ~95 % with CPU 1 "
+              "near 100 % was limited by the client or the origin, not by itself.")
     md.append("")
     md.append("| scenario | proxy | client | req/s | × | MB/s | × | p50 ms | × | p99 ms | × | "
-              "p99.9 ms | × | errors | non-2xx/304 |")
-    md.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "p99.9 ms | × | errors | non-2xx/304 | CPU % proxy / cpu0 / cpu1 |")
+    md.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in scenarios:
         for p in proxies:
             if (s, p) not in med:
@@ -118,7 +121,8 @@ def main(run):
                       f"{f(m['mbps'], 1)} | {r(m['mbps_ratio'])} | {f(m['p50_ms'], 2)} | "
                       f"{r(m['p50_ms_ratio'])} | {f(m['p99_ms'], 2)} | {r(m['p99_ms_ratio'])} | "
                       f"{f(m['p999_ms'], 2)} | {r(m['p999_ms_ratio'])} | {f(m['errors'])} | "
-                      f"{f(m['sother'])} |")
+                      f"{f(m['sother'])} | {f(m['proxy_cpu'])} / {f(m['cpu0_busy'])} / "
+                      f"{f(m['cpu1_busy'])} |")
     md.append("")
 
     if "cdnode" in proxies:
@@ -190,7 +194,8 @@ def main(run):
 
     cols = ["client", "reps", "rps", "rps_ratio", "mbps", "mbps_ratio", "p50_ms", "p50_ms_ratio",
             "p99_ms", "p99_ms_ratio", "p999_ms", "p999_ms_ratio", "rps_min", "rps_max", "errors",
-            "sother", "origin_200", "origin_304", "rss_anon_kb", "rss_file_kb"]
+            "sother", "origin_200", "origin_304", "rss_anon_kb", "rss_file_kb", "proxy_cpu",
+            "cpu0_busy", "cpu1_busy"]
     with open(os.path.join(run, "results.csv"), "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["scenario", "proxy"] + cols)
@@ -209,7 +214,6 @@ def chart(run, scenarios, proxies, med):
     dat = os.path.join(run, "ratios.dat")
     with open(dat, "w") as fh:
         for k in ("rps_ratio", "p99_ms_ratio"):
-            fh.write("scenario " + " ".join(proxies) + "\n")
             for s in scenarios:
                 vals = []
                 for p in proxies:
@@ -232,7 +236,9 @@ set key top left horizontal
 set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lw 1.5 front
 set title 'req/s divided by the best other proxy (higher is better)'
 plot {plot.format(i=0)}
-set title 'p99 latency divided by the best other proxy (lower is better)'
+set title 'p99 latency divided by the best other proxy (lower is better, log scale)'
+set logscale y
+set yrange [*:*]
 plot {plot.format(i=1)}
 unset multiplot
 """
