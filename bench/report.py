@@ -58,9 +58,14 @@ def main(run):
     for key, rs in runs.items():
         m = {"client": rs[0]["client"], "reps": len(rs)}
         for k in list(HIGHER) + ["errors", "sother", "origin_200", "origin_304", "requests",
-                                 "rss_anon_kb", "rss_file_kb", "proxy_cpu", "cpu0_busy", "cpu1_busy"]:
+                                 "rss_anon_kb", "rss_file_kb", "proxy_cpu", "cpu0_busy", "cpu1_busy", "req_per_cpu_s"]:
             vals = [num(r.get(k)) for r in rs if num(r.get(k)) is not None]
             m[k] = statistics.median(vals) if vals else None
+        # requests per second of the proxy's own CPU time: comparable even when other processes
+        # took part of CPU 0
+        eff = [num(r["rps"]) * 100 / num(r["proxy_cpu"]) for r in rs
+               if num(r.get("rps")) and num(r.get("proxy_cpu"))]
+        m["req_per_cpu_s"] = statistics.median(eff) if eff else None
         rps = [num(r.get("rps")) or 0 for r in rs]
         m["rps_min"], m["rps_max"] = min(rps), max(rps)
         med[key] = m
@@ -107,11 +112,12 @@ def main(run):
               "bench/loadgen, which reads 256 KiB per call). MB = 10^6 bytes received, heads "
               "included. CPU %: the proxy's processes over the run, and how busy CPU 0 (proxy) and "
               "CPU 1 (origin and client) were, whoever used them: a proxy below ~95 % with CPU 1 "
-              "near 100 % was limited by the client or the origin, not by itself.")
+              "near 100 % was limited by the client or the origin, not by itself. req per proxy CPU-s: "
+              "req/s divided by the proxy's CPU share, the cost per request whatever else ran.")
     md.append("")
     md.append("| scenario | proxy | client | req/s | × | MB/s | × | p50 ms | × | p99 ms | × | "
-              "p99.9 ms | × | errors | non-2xx/304 | CPU % proxy / cpu0 / cpu1 |")
-    md.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "p99.9 ms | × | errors | non-2xx/304 | CPU % proxy / cpu0 / cpu1 | req per proxy CPU-s |")
+    md.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in scenarios:
         for p in proxies:
             if (s, p) not in med:
@@ -122,7 +128,7 @@ def main(run):
                       f"{r(m['p50_ms_ratio'])} | {f(m['p99_ms'], 2)} | {r(m['p99_ms_ratio'])} | "
                       f"{f(m['p999_ms'], 2)} | {r(m['p999_ms_ratio'])} | {f(m['errors'])} | "
                       f"{f(m['sother'])} | {f(m['proxy_cpu'])} / {f(m['cpu0_busy'])} / "
-                      f"{f(m['cpu1_busy'])} |")
+                      f"{f(m['cpu1_busy'])} | {f(m['req_per_cpu_s'])} |")
     md.append("")
 
     if "cdnode" in proxies:
@@ -195,7 +201,7 @@ def main(run):
     cols = ["client", "reps", "rps", "rps_ratio", "mbps", "mbps_ratio", "p50_ms", "p50_ms_ratio",
             "p99_ms", "p99_ms_ratio", "p999_ms", "p999_ms_ratio", "rps_min", "rps_max", "errors",
             "sother", "origin_200", "origin_304", "rss_anon_kb", "rss_file_kb", "proxy_cpu",
-            "cpu0_busy", "cpu1_busy"]
+            "cpu0_busy", "cpu1_busy", "req_per_cpu_s"]
     with open(os.path.join(run, "results.csv"), "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["scenario", "proxy"] + cols)
