@@ -56,8 +56,8 @@
 /* The reloadable part of the configuration (see the top comment). */
 struct aconf {
     atomic_uint refs;
-    char *token;       /* admin_token; NULL: only /healthz */
-    char *peer_token;  /* sent to peers: purge_peer_token, else admin_token */
+    char *token;      /* admin_token; NULL: only /healthz */
+    char *peer_token; /* sent to peers: purge_peer_token, else admin_token */
     unsigned timeout_ms;
     size_t n_parents, n_children;
     char *parents[CDN_MAX_ORIGINS];
@@ -226,8 +226,8 @@ refuse(struct cdn_admin *a, struct MHD_Connection *conn)
     char retry[24];
     snprintf(retry, sizeof(retry), "%lld",
              (long long)((a->fail_window_start + AUTH_FAIL_WINDOW_MS - now + 999) / 1000));
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(22, (void *)"429 Too Many Requests\n", MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        22, (void *)"429 Too Many Requests\n", MHD_RESPMEM_PERSISTENT);
     MHD_add_response_header(resp, "Content-Type", "text/plain");
     MHD_add_response_header(resp, "Retry-After", retry);
     enum MHD_Result r = MHD_queue_response(conn, 429, resp);
@@ -837,9 +837,9 @@ submit(struct areq *r, const struct cdn_purge_req *p, const char *fwd)
         return reply_json_error(r->conn, 503, "stopping");
     static const char *const kinds[] = {"url", "prefix", "tag", "all"};
     const char *from = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, CDN_PEERS_MARKER);
-    r->what = cdn_arena_printf(r->arena, "%s%s%s%.*s%s%s", p->soft ? "soft " : "", kinds[p->kind],
-                               p->kind == CDN_PURGE_ALL ? "" : " ", (int)p->len, p->pattern,
-                               from ? " forwarded by " : "", from ? from : "");
+    r->what = cdn_arena_printf(r->arena, "%s%s%s%.*s%s%.64s", p->soft ? "soft " : "",
+                               kinds[p->kind], p->kind == CDN_PURGE_ALL ? "" : " ", (int)p->len,
+                               p->pattern, from ? " forwarded by " : "", from ? from : "");
     /* A forwarded purge is never forwarded again: fan-out is one hop, so no loop can form. */
     if (from != NULL) {
         atomic_fetch_add(&a->purges_peer, 1);
@@ -938,7 +938,7 @@ purge_method(struct areq *r)
         return reply_json_error(r->conn, 400,
                                 "PURGE needs an origin-form target and a valid "
                                 "Host, or an absolute http(s) URL");
-    return submit(r, &p, cdn_peers_url_query(host, r->raw_uri, 0, r->arena));
+    return submit(r, &p, cdn_peers_url_query(host, r->raw_uri, r->arena));
 }
 
 static void *

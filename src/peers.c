@@ -60,10 +60,10 @@ struct cdn_peers {
     CURLM *multi;
     pthread_t thread;
     bool thread_running;
-    pthread_mutex_t mu;  /* guards queue and stopping */
-    struct fan *queue;   /* submitted, not yet seen by the thread (LIFO; order does not matter) */
+    pthread_mutex_t mu; /* guards queue and stopping */
+    struct fan *queue;  /* submitted, not yet seen by the thread (LIFO; order does not matter) */
     bool stopping;
-    struct fan *active;  /* thread only */
+    struct fan *active; /* thread only */
     _Atomic uint64_t forwarded, failures;
 };
 
@@ -72,8 +72,8 @@ struct cdn_peers {
 static bool
 unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 static char *
@@ -113,7 +113,7 @@ cdn_peers_query(const char *const *names, const char *const *values, size_t n, s
 }
 
 const char *
-cdn_peers_url_query(const char *host, const char *target, int soft, struct cdn_arena *a)
+cdn_peers_url_query(const char *host, const char *target, struct cdn_arena *a)
 {
     if (target == NULL)
         return NULL;
@@ -124,8 +124,7 @@ cdn_peers_url_query(const char *host, const char *target, int soft, struct cdn_a
         url = cdn_arena_printf(a, "http://%s%s", host, target);
     }
     const char *name = "url", *value = url;
-    const char *q = cdn_peers_query(&name, &value, 1, a);
-    return soft ? cdn_arena_printf(a, "%s&soft=1", q) : q;
+    return cdn_peers_query(&name, &value, 1, a);
 }
 
 /* The string value of "key" in a flat JSON object, when it has no escapes and only printable
@@ -449,8 +448,8 @@ cdn_peers_forward(struct cdn_peers *p, const struct cdn_peers_job *job, cdn_peer
         f->res[i].role = parent ? CDN_PEER_PARENT : CDN_PEER_CHILD;
         f->res[i].purged = -1;
     }
-    f->hdrs = curl_slist_append(NULL, cdn_arena_printf(a, "Authorization: Bearer %s",
-                                                          job->token ? job->token : ""));
+    f->hdrs = curl_slist_append(
+        NULL, cdn_arena_printf(a, "Authorization: Bearer %s", job->token ? job->token : ""));
     f->hdrs = curl_slist_append(f->hdrs, cdn_arena_printf(a, CDN_PEERS_MARKER ": %s", job->origin));
     f->hdrs = curl_slist_append(f->hdrs, "Content-Type:"); /* nothing is posted */
     f->hdrs = curl_slist_append(f->hdrs, "Expect:");

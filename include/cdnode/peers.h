@@ -30,9 +30,9 @@ enum cdn_peer_role { CDN_PEER_PARENT, CDN_PEER_CHILD };
 struct cdn_peer_result {
     const char *url; /* the peer's admin URL, as configured */
     enum cdn_peer_role role;
-    int status;       /* HTTP status of its answer; 0 when there was none */
-    long purged;      /* its {"purged": N}; -1 unless status is 200 and the answer says N */
-    char error[128];  /* "" on success, else why the peer failed, one line of ASCII */
+    int status;      /* HTTP status of its answer; 0 when there was none */
+    long purged;     /* its {"purged": N}; -1 unless status is 200 and the answer says N */
+    char error[128]; /* "" on success, else why the peer failed, one line of ASCII */
 };
 
 /* One fan-out. Everything is copied by cdn_peers_forward(): the caller may free it on return. */
@@ -92,11 +92,10 @@ const char *cdn_peers_query(const char *const *names, const char *const *values,
 /*
  * The query forwarding a PURGE request: "url=<absolute URL>" (encoded as cdn_peers_query does),
  * with the target as is when it is absolute-form and http://<host><target> when it is origin-form
- * (as the PURGE method is read: purge.h cdn_purge_method_key). soft is appended as "&soft=1".
- * Returns NULL when target is NULL, or origin-form without a host.
+ * (as the PURGE method is read: purge.h cdn_purge_method_key). Returns NULL when target is
+ * NULL, or origin-form without a host.
  */
-const char *cdn_peers_url_query(const char *host, const char *target, int soft,
-                                struct cdn_arena *a);
+const char *cdn_peers_url_query(const char *host, const char *target, struct cdn_arena *a);
 
 /*
  * Reads a peer's answer into r (status, purged, error): a 200 whose body is a JSON object with

@@ -472,8 +472,8 @@ test_failures(void **state)
     EXPECT_METRIC(c->admin_port, FROM_PEER, 0);
 
     /* A refused connection is not waited on: far below a long timeout. */
-    snprintf(conf, sizeof(conf),
-             "purge_children = http://127.0.0.1:%d\npurge_peer_timeout = 30s\n", down);
+    snprintf(conf, sizeof(conf), "purge_children = http://127.0.0.1:%d\npurge_peer_timeout = 30s\n",
+             down);
     start(t, m2, "fan-m2", t->origin_url, conf);
     body = purge(m2->admin_port, "all=1", &ms);
     EXPECT_IN(body, peer_json(down, "child", "\"error\": \"connection refused\""));

@@ -30,11 +30,12 @@ test_purge_json(void **state)
     size_t len;
     char *s = purge_json(3, res, 3, &len);
     assert_string_equal(
-        s, "{\"purged\": 3, \"peers\": [{\"peer\": \"http://10.0.0.1:9090\", \"role\": \"parent\", "
-           "\"status\": 200, \"purged\": 2}, {\"peer\": \"http://10.0.1.1:9090\", \"role\": "
-           "\"child\", \"error\": \"timeout after 2000 ms\"}, {\"peer\": \"http://[::1]:9090\", "
-           "\"role\": \"child\", \"status\": 401, \"error\": \"HTTP 401: \\\"x\\\" \\u003cb\\u003e\"}"
-           "]}\n");
+        s,
+        "{\"purged\": 3, \"peers\": [{\"peer\": \"http://10.0.0.1:9090\", \"role\": \"parent\", "
+        "\"status\": 200, \"purged\": 2}, {\"peer\": \"http://10.0.1.1:9090\", \"role\": "
+        "\"child\", \"error\": \"timeout after 2000 ms\"}, {\"peer\": \"http://[::1]:9090\", "
+        "\"role\": \"child\", \"status\": 401, \"error\": \"HTTP 401: \\\"x\\\" \\u003cb\\u003e\"}"
+        "]}\n");
     assert_int_equal(len, strlen(s));
     free(s);
     s = purge_json(0, res, 0, &len);
@@ -237,9 +238,10 @@ test_reconfigure(void **state)
     close(conn); /* no answer: the peer fails */
     pthread_join(th, NULL);
     assert_int_equal(inflight.status, 200);
-    snprintf(want, sizeof(want), "{\"purged\": 0, \"peers\": [{\"peer\": \"%s\", \"role\": \"parent\"",
-             peer);
-    if (strncmp(inflight.body, want, strlen(want)) != 0 || strstr(inflight.body, "\"error\": ") == NULL)
+    snprintf(want, sizeof(want),
+             "{\"purged\": 0, \"peers\": [{\"peer\": \"%s\", \"role\": \"parent\"", peer);
+    if (strncmp(inflight.body, want, strlen(want)) != 0 ||
+        strstr(inflight.body, "\"error\": ") == NULL)
         fail_msg("in-flight purge answered \"%s\"", inflight.body);
 
     cdn_admin_stop(a);

@@ -43,18 +43,18 @@ static void
 test_url_query(void **state)
 {
     struct cdn_arena *a = cdn_arena_new(256);
-    assert_string_equal(cdn_peers_url_query("example.com:8080", "/x/y?q=1", 0, a),
+    assert_string_equal(cdn_peers_url_query("example.com:8080", "/x/y?q=1", a),
                         "url=http%3A%2F%2Fexample.com%3A8080%2Fx%2Fy%3Fq%3D1");
-    assert_string_equal(cdn_peers_url_query("example.com", "/", 1, a),
-                        "url=http%3A%2F%2Fexample.com%2F&soft=1");
+    assert_string_equal(cdn_peers_url_query("example.com", "/", a),
+                        "url=http%3A%2F%2Fexample.com%2F");
     /* Absolute-form: the target is the URL, whatever Host says. */
-    assert_string_equal(cdn_peers_url_query("ignored", "https://a.example/p%20q", 0, a),
+    assert_string_equal(cdn_peers_url_query("ignored", "https://a.example/p%20q", a),
                         "url=https%3A%2F%2Fa.example%2Fp%2520q");
-    assert_string_equal(cdn_peers_url_query(NULL, "https://a.example/", 0, a),
+    assert_string_equal(cdn_peers_url_query(NULL, "https://a.example/", a),
                         "url=https%3A%2F%2Fa.example%2F");
-    assert_null(cdn_peers_url_query(NULL, "/x", 0, a));
-    assert_null(cdn_peers_url_query("", "/x", 0, a));
-    assert_null(cdn_peers_url_query("h", NULL, 0, a));
+    assert_null(cdn_peers_url_query(NULL, "/x", a));
+    assert_null(cdn_peers_url_query("", "/x", a));
+    assert_null(cdn_peers_url_query("h", NULL, a));
     cdn_arena_free(a);
 }
 
@@ -89,8 +89,8 @@ test_read_answer(void **state)
         int rc = cdn_peers_read_answer(rows[i].status, rows[i].body, strlen(rows[i].body), &r);
         if (rc != rows[i].rc || r.purged != rows[i].purged || r.status != rows[i].status ||
             strcmp(r.error, rows[i].error) != 0)
-            fail_msg("row %zu: rc %d purged %ld status %d error \"%s\"", i, rc, r.purged,
-                     r.status, r.error);
+            fail_msg("row %zu: rc %d purged %ld status %d error \"%s\"", i, rc, r.purged, r.status,
+                     r.error);
     }
     /* A long error text is cut to fit, still terminated. */
     char body[400];
