@@ -325,21 +325,17 @@ tree_pids() { # a process and its descendants
     local c
     for c in $(pgrep -P "$1" || true); do tree_pids "$c"; done
 }
-sample_mem() { # pid outfile: peak RssAnon/RssFile (kB) of the process tree while it runs
+sample_mem() { # pid outfile: peak RssAnon, RssFile, RssShmem (kB) of the process tree while it runs
     taskset -pc 1 $BASHPID >/dev/null
-    local peak_anon=0 peak_file=0 a f p
+    local peak="0 0 0" p
     while [ ! -e "$2.stop" ]; do
-        a=0 f=0
-        for p in $(tree_pids "$1"); do
-            read -r x y < <(awk '/^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} END {print a+0, f+0}' \
-                "/proc/$p/status" 2>/dev/null || echo "0 0")
-            a=$((a + x)) f=$((f + y))
-        done
-        [ "$a" -gt "$peak_anon" ] && peak_anon=$a
-        [ "$f" -gt "$peak_file" ] && peak_file=$f
+        peak=$(for p in $(tree_pids "$1"); do cat "/proc/$p/status" 2>/dev/null || true; done |
+            awk -v peak="$peak" 'BEGIN {split(peak, m, " ")}
+                /^RssAnon:/ {a += $2} /^RssFile:/ {f += $2} /^RssShmem:/ {s += $2}
+                END {print (a > m[1] ? a : m[1]), (f > m[2] ? f : m[2]), (s > m[3] ? s : m[3])}')
         sleep 0.2
     done
-    echo "$peak_anon $peak_file" >"$2"
+    echo "$peak" >"$2"
 }
 client_for() { # scenario -> wrk | loadgen
     case $1 in
@@ -411,8 +407,8 @@ for rep in $(seq 1 "$reps"); do
             if [ "$s" = hit-4m ]; then
                 touch "$memf.stop"
                 wait "$memjob"
-                read -r anon file <"$memf"
-                extra="$extra rss_anon_kb=$anon rss_file_kb=$file"
+                read -r anon file shmem <"$memf"
+                extra="$extra rss_anon_kb=$anon rss_file_kb=$file rss_shmem_kb=$shmem"
             fi
             case $s in reval | miss)
                 read -r n200 n304 nother < <(origin_counts "$before")

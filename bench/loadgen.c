@@ -2,8 +2,8 @@
  * loadgen.c: a small HTTP/1.1 load generator for bench/compare.sh.
  *
  * Model: one thread, one epoll set, N connections, each with at most one request in flight (no
- * pipelining). A connection is a state machine: CONNECTING -> WRITING -> READING -> (next request on
- * the same socket, or close and reconnect). Every read goes into one shared 256 KiB buffer, so a
+ * pipelining). A connection is a state machine: CONNECTING -> WRITING -> READING -> (next request
+ * on the same socket, or close and reconnect). Every read goes into one shared 256 KiB buffer, so a
  * 4 MiB body costs ~16 read() calls instead of the ~512 an 8 KiB reader needs; body bytes are
  * counted and dropped, never copied. Responses are framed by Content-Length, by chunked coding
  * (sizes, extensions and trailers parsed, data skipped) or by the end of the connection; 1xx
@@ -65,7 +65,7 @@ struct conn {
 
 struct opts {
     struct sockaddr_in addr;
-    char host[64];     /* Host header value */
+    char host[64];       /* Host header value */
     char path_pat[1024]; /* path, possibly with one %d */
     int conns;
     double duration;
@@ -86,8 +86,8 @@ struct stats {
 static struct opts opt;
 static struct stats stats;
 static struct conn *conns;
-static uint64_t counter;   /* requests started */
-static uint64_t deadline;  /* ns */
+static uint64_t counter;  /* requests started */
+static uint64_t deadline; /* ns */
 static int ep;
 static bool stopping;
 
@@ -251,8 +251,7 @@ conn_start(struct conn *c)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                             .data.ptr = c};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
         perror("loadgen: epoll_ctl");
         exit(2);
@@ -594,8 +593,8 @@ conn_read(struct conn *c, char *buf)
         if (r == 0) {
             if (c->st == C_BODY_EOF) {
                 response_done(c); /* closes or reconnects: keep is false */
-            } else if (c->st == C_HEAD && c->head_len == 0 && c->req_off == c->req_len &&
-                       c->keep && !opt.close_each) {
+            } else if (c->st == C_HEAD && c->head_len == 0 && c->req_off == c->req_len && c->keep &&
+                       !opt.close_each) {
                 /* the server closed an idle keep-alive connection as we reused it: retry on a
                  * new one without counting an error */
                 c->keep = false;
@@ -779,9 +778,9 @@ main(int argc, char **argv)
            "p99_ms=%.3f p999_ms=%.3f s2xx=%" PRIu64 " s304=%" PRIu64 " sother=%" PRIu64
            " errors=%" PRIu64 " connects=%" PRIu64 "\n",
            stats.done, secs, (double)stats.done / secs, stats.bytes,
-           (double)stats.bytes / secs / 1e6, hist_percentile(50) / 1000,
-           hist_percentile(99) / 1000, hist_percentile(99.9) / 1000, stats.st_2xx, stats.st_304,
-           stats.st_other, stats.errors, stats.connects);
+           (double)stats.bytes / secs / 1e6, hist_percentile(50) / 1000, hist_percentile(99) / 1000,
+           hist_percentile(99.9) / 1000, stats.st_2xx, stats.st_304, stats.st_other, stats.errors,
+           stats.connects);
     free(conns);
     return 0;
 }

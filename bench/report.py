@@ -58,7 +58,8 @@ def main(run):
     for key, rs in runs.items():
         m = {"client": rs[0]["client"], "reps": len(rs)}
         for k in list(HIGHER) + ["errors", "sother", "origin_200", "origin_304", "requests",
-                                 "rss_anon_kb", "rss_file_kb", "proxy_cpu", "cpu0_busy", "cpu1_busy", "req_per_cpu_s"]:
+                                 "rss_anon_kb", "rss_file_kb", "rss_shmem_kb", "proxy_cpu",
+                                 "cpu0_busy", "cpu1_busy"]:
             vals = [num(r.get(k)) for r in rs if num(r.get(k)) is not None]
             m[k] = statistics.median(vals) if vals else None
         # requests per second of the proxy's own CPU time: comparable even when other processes
@@ -99,8 +100,8 @@ def main(run):
               f"wrk {meta.get('wrk', '')}")
     md.append(f"- {meta.get('reps', '')} repetition(s) of {meta.get('duration_s', '')} s, "
               f"{meta.get('connections', '')} connections, {meta.get('reval_urls', '')} distinct "
-              "reval URLs; proxy on CPU 0, origin (nginx) and client on CPU 1; caches and logs under "
-              f"{meta.get('workdir', '')}")
+              "reval URLs; proxy on CPU 0, origin (nginx) and client on CPU 1; caches and logs "
+              f"under {meta.get('workdir', '')}")
     md.append(f"- load average before {meta.get('load_before', '')}, after "
               f"{meta.get('load_after', '')}; {meta.get('fuzz_or_other_load', '')}")
     if meta.get("no_hit_evidence"):
@@ -112,11 +113,13 @@ def main(run):
               "bench/loadgen, which reads 256 KiB per call). MB = 10^6 bytes received, heads "
               "included. CPU %: the proxy's processes over the run, and how busy CPU 0 (proxy) and "
               "CPU 1 (origin and client) were, whoever used them: a proxy below ~95 % with CPU 1 "
-              "near 100 % was limited by the client or the origin, not by itself. req per proxy CPU-s: "
-              "req/s divided by the proxy's CPU share, the cost per request whatever else ran.")
+              "near 100 % was limited by the client or the origin, not by itself. req per proxy "
+              "CPU-s: req/s divided by the proxy's CPU share, the cost per request whatever else "
+              "ran.")
     md.append("")
     md.append("| scenario | proxy | client | req/s | × | MB/s | × | p50 ms | × | p99 ms | × | "
-              "p99.9 ms | × | errors | non-2xx/304 | CPU % proxy / cpu0 / cpu1 | req per proxy CPU-s |")
+              "p99.9 ms | × | errors | non-2xx/304 | CPU % proxy / cpu0 / cpu1 | "
+              "req per proxy CPU-s |")
     md.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in scenarios:
         for p in proxies:
@@ -151,21 +154,22 @@ def main(run):
     if any(med.get(("hit-4m", p), {}).get("rss_anon_kb") is not None for p in proxies):
         md.append("## Memory under hit-4m (peak over the run, whole process tree)")
         md.append("")
-        md.append("| proxy | RssAnon MB | RssFile MB |")
-        md.append("|---|---:|---:|")
+        md.append("| proxy | RssAnon MB | RssFile MB | RssShmem MB |")
+        md.append("|---|---:|---:|---:|")
         for p in proxies:
             m = med.get(("hit-4m", p))
             if m and m["rss_anon_kb"] is not None:
                 md.append(f"| {p} | {f(m['rss_anon_kb'] / 1024, 1)} | "
-                          f"{f(m['rss_file_kb'] / 1024, 1)} |")
+                          f"{f(m['rss_file_kb'] / 1024, 1)} | "
+                          f"{f((m['rss_shmem_kb'] or 0) / 1024, 1)} |")
         m = med.get(("hit-4m", "cdnode"))
         if m and m["rss_anon_kb"] is not None:
             mb = m["rss_anon_kb"] / 1024
             verdict = "within" if mb < ANON_LIMIT_MB else "OVER"
             md.append("")
-            md.append(f"cdnode anonymous memory (RssAnon: RSS without the store's mapped file "
-                      f"pages) under hit-4m: **{mb:.1f} MB**, {verdict} the {ANON_LIMIT_MB} MB "
-                      "budget.")
+            md.append("cdnode anonymous memory (RssAnon: RSS without the store's mapped file "
+                      "pages, which are RssFile, or RssShmem on tmpfs) under hit-4m: "
+                      f"**{mb:.1f} MB**, {verdict} the {ANON_LIMIT_MB} MB budget.")
         md.append("")
 
     if any(s in ("reval", "miss") for s in scenarios):
@@ -200,8 +204,8 @@ def main(run):
 
     cols = ["client", "reps", "rps", "rps_ratio", "mbps", "mbps_ratio", "p50_ms", "p50_ms_ratio",
             "p99_ms", "p99_ms_ratio", "p999_ms", "p999_ms_ratio", "rps_min", "rps_max", "errors",
-            "sother", "origin_200", "origin_304", "rss_anon_kb", "rss_file_kb", "proxy_cpu",
-            "cpu0_busy", "cpu1_busy", "req_per_cpu_s"]
+            "sother", "origin_200", "origin_304", "rss_anon_kb", "rss_file_kb", "rss_shmem_kb",
+            "proxy_cpu", "cpu0_busy", "cpu1_busy", "req_per_cpu_s"]
     with open(os.path.join(run, "results.csv"), "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["scenario", "proxy"] + cols)
