@@ -67,7 +67,7 @@ struct cdn_peers {
     _Atomic uint64_t forwarded, failures;
 };
 
-/* ---- pure helpers ---- */
+/* ---- pure functions ---- */
 
 static bool
 unreserved(unsigned char c)

@@ -10,7 +10,7 @@
  * (connecting included), so a fan-out ends within two timeouts.
  *
  * One thread owns a libcurl multi handle and runs every fan-out in flight; submitters only queue.
- * The pure helpers below build what is sent and read what comes back.
+ * The pure functions below build what is sent and read what comes back.
  */
 #ifndef CDNODE_PEERS_H
 #define CDNODE_PEERS_H
@@ -78,7 +78,7 @@ void cdn_peers_stop(struct cdn_peers *p);
 /* Stops p if needed and frees it. NULL is fine. Main thread. */
 void cdn_peers_free(struct cdn_peers *p);
 
-/* ---- pure helpers: no I/O, no clock; any thread; results in arena memory ---- */
+/* ---- pure functions: no I/O, no clock; any thread; results in arena memory ---- */
 
 /*
  * The query string of a forwarded POST /purge from the parameters as the listener decoded them
