@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages cdnode needs to build and test, skipping those already present.
 set -euo pipefail
-# chromium renders the admin status page in its test; clang builds the fuzz targets.
+# chromium renders the admin status page in its test; clang builds the fuzz targets; valgrind
+# runs the unit tests (tests/valgrind.sh).
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev liblmdb-dev libcurl4-openssl-dev
       libssl-dev zlib1g-dev libcmocka-dev curl openssl ca-certificates procps
-      chromium fonts-dejavu-core clang libclang-rt-14-dev)
+      chromium fonts-dejavu-core clang libclang-rt-14-dev valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
