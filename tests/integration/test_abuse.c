@@ -316,9 +316,11 @@ test_tls_limits(void **state)
         fail_msg("a TLS connection over connection_limit was still open after 5000 ms");
 
     /* The idle plain connections run out of time; then the limit has room again. */
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         if (!h_conn_wait_closed(&idle[i], 10000))
             fail_msg("idle plain connection %d still open 10 s after opening", i);
+        h_conn_close(&idle[i]);
+    }
     wait_metric(t, "cdnode_connections_open", 0, H_TIMEOUT_MS);
     assert_int_equal(h_conn_open(&tc, tls_port), 0);
     t0 = h_now_ms();
