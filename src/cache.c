@@ -206,6 +206,7 @@ struct sink {
     int64_t request_time;
     /* revalidation: the stored response */
     bool reval;
+    bool updating; /* a 304's update is queued: its commit calls cdn_fetch_stored() */
     struct cdn_hdrs stored;
     int stored_status;
     const char *stored_vary;
@@ -281,6 +282,7 @@ freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
     set_tags(s, &merged, &m);
     m.expires_at = expires_at(s, s->stored_status, &merged, now);
     /* The readers' head waits for this update, so their next request finds it freshened. */
+    s->updating = true;
     cdn_fetch_ref(f);
     cdn_store_update(s->c->store, &m, committed, f);
     return true;
@@ -531,8 +533,8 @@ sink_end(void *arg, struct cdn_fetch *f, bool complete)
         } else {
             cdn_store_put_abort(s->put);
         }
-    } else if (complete) {
-        cdn_fetch_stored(f); /* the put failed earlier: nothing to wait for */
+    } else if (complete && !s->updating) {
+        cdn_fetch_stored(f); /* nothing written, or the put failed earlier: nothing to wait for */
     }
     cdn_gz_free(s->gz);
     if (s->check) {
