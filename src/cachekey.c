@@ -14,7 +14,7 @@
 #include "cdnode/config.h"
 #include "cdnode/headers.h"
 
-#include <openssl/evp.h>
+#include "cdnode/sha256.h"
 
 #include <string.h>
 #include <strings.h>
@@ -229,18 +229,12 @@ cdn_cache_key(const char *scheme, const char *host, const char *target,
     return 0;
 }
 
-static void
-sha256(const void *p, size_t n, unsigned char *out)
-{
-    unsigned int len = 0;
-    CDN_ASSERT(EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) == 1);
-    CDN_ASSERT(len == CDN_KEY_HASH_LEN);
-}
+_Static_assert(CDN_KEY_HASH_LEN == CDN_SHA256_LEN, "the key hash is a SHA-256");
 
 void
 cdn_key_hash(const char *key, size_t n, unsigned char *out)
 {
-    sha256(key, n, out);
+    cdn_sha256(key, n, out);
 }
 
 /* ---- Vary ------------------------------------------------------------------------------------ */
@@ -412,7 +406,7 @@ cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req, struc
 void
 cdn_variant_id(const char *values, size_t n, unsigned char *out)
 {
-    sha256(values, n, out);
+    cdn_sha256(values, n, out);
 }
 
 bool

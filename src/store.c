@@ -37,7 +37,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
-#include <openssl/sha.h>
+#include "cdnode/sha256.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -134,11 +134,11 @@ body_key_id(const uint8_t *k)
 static void
 meta_key(const char *key, size_t klen, const void *vary, size_t vlen, uint8_t out[KEY_LEN])
 {
-    SHA256((const unsigned char *)key, klen, out);
+    cdn_sha256(key, klen, out);
     memset(out + HASH_LEN, 0, KEY_LEN - HASH_LEN);
     if (vlen > 0) {
         uint8_t h[HASH_LEN];
-        SHA256(vary, vlen, h);
+        cdn_sha256(vary, vlen, h);
         memcpy(out + HASH_LEN, h, KEY_LEN - HASH_LEN);
     }
 }
@@ -828,7 +828,7 @@ apply_purge(struct cdn_store *s, MDB_txn *t, struct op *op)
     size_t n = 0, cap = 0;
     uint8_t start[KEY_LEN] = {0}, hash[HASH_LEN];
     if (op->purge == CDN_PURGE_URL) {
-        SHA256((const unsigned char *)op->pattern, op->plen, hash);
+        cdn_sha256(op->pattern, op->plen, hash);
         memcpy(start, hash, HASH_LEN);
     }
     if (op->resumed)
@@ -1491,7 +1491,7 @@ cdn_store_lookup(struct cdn_store *s, const char *key, size_t key_len, struct cd
     l->s = s;
     l->v = cdn_calloc(s->max_variants, sizeof(*l->v));
     uint8_t start[KEY_LEN] = {0};
-    SHA256((const unsigned char *)key, key_len, start);
+    cdn_sha256(key, key_len, start);
     MDB_cursor *c;
     rc = mdb_cursor_open(rt->txn, s->meta, &c);
     if (rc == 0) {
