@@ -1060,6 +1060,25 @@ test_example_conf(void **state)
             fail_msg("key '%s' is not in %s", keys[i].key, path);
     }
     free(text);
+
+    /* The tier examples load and pass the checks, and say what the README says they do. */
+    static const char *const tiers[] = {CDN_SOURCE_DIR "/conf/child.conf",
+                                        CDN_SOURCE_DIR "/conf/parent.conf"};
+    for (size_t i = 0; i < CDN_ARRAY_LEN(tiers); i++) {
+        cdn_config_defaults(&c);
+        if (cdn_config_load(&c, tiers[i], err, sizeof(err)) != 0 ||
+            cdn_config_check(&c, err, sizeof(err)) != 0)
+            fail_msg("%s", err);
+        if (i == 0) {
+            assert_int_equal(c.n_parents, 1);
+            assert_int_equal(c.n_purge_parents, 1);
+        } else {
+            assert_int_equal(c.n_parents, 0);
+            assert_int_equal(c.n_purge_children, 1);
+        }
+        assert_int_equal(c.n_origins, 1);
+        cdn_config_free(&c);
+    }
 #else
     skip();
 #endif
