@@ -25,9 +25,12 @@
  *    writer takes a group and applies it in one transaction (group commit). On failure (e.g.
  *    MDB_MAP_FULL) it evicts synchronously and retries each op alone once; what still fails is
  *    dropped and counted.
- *  - Readers take a read transaction from a pool of reset handles (pool_mu, held only to push
- *    or pop). MDB_NOTLS ties reader slots to transaction handles rather than threads, so a lease
- *    taken on one MHD worker may be released on another.
+ *  - Readers take a read transaction from a pool of reset handles: first the one their thread
+ *    put back last (a thread-local slot, no lock), else the shared list (pool_mu, held only to
+ *    push or pop). MDB_NOTLS ties reader slots to transaction handles rather than threads, so a
+ *    lease taken on one MHD worker may be released on another. Every handle is also on the
+ *    store's `all` list, so closing the store aborts the ones parked in other threads' slots;
+ *    a slot names its store by a generation number, so a stale slot is never used.
  *  - The recency index has its own striped locks (evict.c).
  */
 #include "cdnode/store.h"
@@ -278,8 +281,17 @@ same_bytes(const void *a, size_t alen, const void *b, size_t blen)
 
 struct rtxn {
     MDB_txn *txn;
-    struct rtxn *next;
+    struct rtxn *next;                /* in the shared pool */
+    struct rtxn *all_prev, *all_next; /* every handle of the store (pool_mu) */
 };
+
+/* The read transaction this thread put back last, and the store generation it belongs to. */
+static _Thread_local struct {
+    uint64_t gen;
+    struct rtxn *rt;
+} tls_rtxn;
+
+static _Atomic uint64_t store_generation;
 
 enum op_kind { OP_CHUNK, OP_COMMIT, OP_ABORT, OP_UPDATE, OP_DELETE, OP_PURGE, OP_DROP, OP_BARRIER };
 
@@ -367,6 +379,8 @@ struct cdn_store {
 
     pthread_mutex_t pool_mu;
     struct rtxn *pool;
+    struct rtxn *all;
+    uint64_t gen; /* unique among the stores this process opened */
 
     pthread_mutex_t q_mu;
     pthread_cond_t q_cond;
@@ -464,33 +478,60 @@ used_pages(struct cdn_store *s, MDB_txn *t)
 
 /* ---- read transaction pool ---- */
 
+static void
+rtxn_forget(struct cdn_store *s, struct rtxn *rt)
+{
+    pthread_mutex_lock(&s->pool_mu);
+    if (rt->all_prev)
+        rt->all_prev->all_next = rt->all_next;
+    else
+        s->all = rt->all_next;
+    if (rt->all_next)
+        rt->all_next->all_prev = rt->all_prev;
+    pthread_mutex_unlock(&s->pool_mu);
+    free(rt);
+}
+
 static int
 rtxn_get(struct cdn_store *s, struct rtxn **out)
 {
-    pthread_mutex_lock(&s->pool_mu);
-    struct rtxn *rt = s->pool;
-    if (rt != NULL)
-        s->pool = rt->next;
-    pthread_mutex_unlock(&s->pool_mu);
+    struct rtxn *rt = NULL;
+    if (tls_rtxn.rt != NULL && tls_rtxn.gen == s->gen) {
+        rt = tls_rtxn.rt;
+        tls_rtxn.rt = NULL;
+    } else {
+        pthread_mutex_lock(&s->pool_mu);
+        rt = s->pool;
+        if (rt != NULL)
+            s->pool = rt->next;
+        pthread_mutex_unlock(&s->pool_mu);
+    }
     int rc;
     if (rt != NULL) {
         rc = mdb_txn_renew(rt->txn);
         if (rc == 0) {
-            atomic_fetch_add(&s->c_txn_renewed, 1);
+            atomic_fetch_add_explicit(&s->c_txn_renewed, 1, memory_order_relaxed);
             *out = rt;
             return 0;
         }
         mdb_txn_abort(rt->txn);
+        rtxn_forget(s, rt);
     } else {
         rt = cdn_calloc(1, sizeof(*rt));
         rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &rt->txn);
         if (rc == 0) {
             atomic_fetch_add(&s->c_txn_created, 1);
+            pthread_mutex_lock(&s->pool_mu);
+            rt->all_next = s->all;
+            if (s->all)
+                s->all->all_prev = rt;
+            s->all = rt;
+            pthread_mutex_unlock(&s->pool_mu);
             *out = rt;
             return 0;
         }
+        free(rt);
     }
-    free(rt);
     if (rc != MDB_READERS_FULL)
         cdn_error("store: read transaction: %s", mdb_strerror(rc));
     return mdb_to_cdn(rc);
@@ -500,6 +541,12 @@ static void
 rtxn_put(struct cdn_store *s, struct rtxn *rt)
 {
     mdb_txn_reset(rt->txn);
+    if (tls_rtxn.rt == NULL || tls_rtxn.gen != s->gen) {
+        /* A slot of a store closed since holds a handle that store has freed: just replace it. */
+        tls_rtxn.rt = rt;
+        tls_rtxn.gen = s->gen;
+        return;
+    }
     pthread_mutex_lock(&s->pool_mu);
     rt->next = s->pool;
     s->pool = rt;
@@ -1322,6 +1369,7 @@ cdn_store_open(const struct cdn_store_opts *o, struct cdn_store **out)
         return CDN_EINVAL;
     struct cdn_store *s = cdn_calloc(1, sizeof(*s));
     s->magic = STORE_MAGIC;
+    s->gen = atomic_fetch_add(&store_generation, 1) + 1;
     s->sync = o->sync;
     s->chunk_size = o->chunk_size ? o->chunk_size : 256 * 1024;
     s->max_object = o->max_object_size ? o->max_object_size : o->map_size / 8;
@@ -1411,12 +1459,17 @@ cdn_store_close(struct cdn_store *s)
     pthread_mutex_unlock(&s->q_mu);
     pthread_join(s->writer, NULL);
     CDN_ASSERT(atomic_load(&s->leases_open) == 0);
-    while (s->pool != NULL) {
-        struct rtxn *rt = s->pool;
-        s->pool = rt->next;
+    /* Every handle, pooled or parked in some thread's slot (no lease is open, so none is in
+     * use); the slots still naming this generation are never read again. */
+    if (tls_rtxn.gen == s->gen)
+        tls_rtxn.rt = NULL;
+    while (s->all != NULL) {
+        struct rtxn *rt = s->all;
+        s->all = rt->all_next;
         mdb_txn_abort(rt->txn);
         free(rt);
     }
+    s->pool = NULL;
     if (!s->sync)
         mdb_env_sync(s->env, 1);
     mdb_env_close(s->env);

@@ -859,7 +859,9 @@ test_lease_pool_and_copy_cap(void **state)
     st1 = stats(s);
     assert_int_equal(st1.leases_open, 0);
 
-    /* Transactions are reused from the pool: no new handle for the same load. */
+    /* Transactions are reused: the thread's own slot first, then the pool. The handle the
+     * other thread released stays in that (now finished) thread's slot until the store closes,
+     * so the same load needs exactly one new handle, and no more after that. */
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 3; i++)
             assert_int_equal(cdn_store_lookup(s, m.key, m.key_len, &l[i]), 0);
@@ -867,8 +869,8 @@ test_lease_pool_and_copy_cap(void **state)
             cdn_store_lease_release(l[i]);
     }
     struct cdn_store_stats st2 = stats(s);
-    assert_int_equal(st2.txn_created, st1.txn_created);
-    assert_true(st2.txn_renewed >= st1.txn_renewed + 9);
+    assert_int_equal(st2.txn_created, st1.txn_created + 1);
+    assert_true(st2.txn_renewed >= st1.txn_renewed + 8);
     assert_true(st1.txn_created - st0.txn_created <= 3);
     free(body);
 }
