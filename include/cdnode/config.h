@@ -32,7 +32,8 @@ struct cdn_config {
     unsigned workers;           /* workers = N                   default: CPUs usable (>= 1) */
     unsigned connection_limit;  /* connection_limit = N          default 4096; plain and TLS
                                    together, a connection beyond it gets 503 and is closed */
-    unsigned connection_timeout_s; /* connection_timeout = DUR   default 30s (whole seconds) */
+    unsigned connection_timeout_s; /* connection_timeout = DUR   default 30s: no progress inside a
+                                   request (whole seconds) */
     size_t connection_memory;   /* connection_memory = SIZE      default 32k (max 32k, min 8k) */
     unsigned listen_backlog;    /* listen_backlog = N            default 1024 */
     size_t max_request_body;    /* max_request_body = SIZE       default 16m */

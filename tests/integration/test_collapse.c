@@ -325,15 +325,16 @@ uncacheable_bursts(struct h_test *t, const char *what, const char *path, const c
     EXPECT_METRIC(t, "cdnode_collapse_unshared_total", N - 1);
     EXPECT_METRIC(t, "cdnode_hit_for_miss_markers_total", 1);
     EXPECT_METRIC(t, "cdnode_hit_for_miss_total", N);
-    if (walls[0] >= 3500)
-        fail_msg("the first %s burst took %lld ms (expected under 3500: followers released "
+    /* Serialized, each burst would take ten origin delays (10 s); the bounds leave room for a
+     * loaded machine (measured: about 2.0 s and 1.0 s). */
+    if (walls[0] >= 6000)
+        fail_msg("the first %s burst took %lld ms (expected under 6000: followers released "
                  "in parallel)",
                  what, (long long)walls[0]);
-    if (walls[1] >= 2000)
-        fail_msg("the second %s burst took %lld ms (expected under 2000: hit-for-miss sends "
+    if (walls[1] >= 3000)
+        fail_msg("the second %s burst took %lld ms (expected under 3000: hit-for-miss sends "
                  "every request upstream at once)",
                  what, (long long)walls[1]);
-    H_PASS(t);
 }
 
 static void
