@@ -494,6 +494,13 @@ cdn_accesslog_reconfigure(struct cdn_accesslog *l, const char *spec,
     return 0;
 }
 
+bool
+cdn_accesslog_on(const struct cdn_accesslog *l)
+{
+    CDN_CHECK_MAGIC(l, ACCESSLOG_MAGIC);
+    return atomic_load_explicit(&l->fd, memory_order_relaxed) >= 0;
+}
+
 uint64_t
 cdn_accesslog_failed(const struct cdn_accesslog *l)
 {

@@ -401,7 +401,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         b++;
     atomic_fetch_add_explicit(&r->fe->latency[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->fe->latency_sum_us, took, memory_order_relaxed);
-    if (r->fe->alog && r->method)
+    if (r->fe->alog && r->method && cdn_accesslog_on(r->fe->alog))
         log_request(r, toe);
     atomic_fetch_sub(&r->fe->n_active, 1);
     r->phase = P_DONE;
@@ -777,7 +777,10 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
         r->gunzip = cdn_gunzip_new(iov, niov, bound);
         /* Unknown length would make libmicrohttpd frame a 304 as chunked: 0 then. */
         uint64_t total = ilen >= 0 ? (uint64_t)ilen : status == 304 ? 0 : MHD_SIZE_UNKNOWN;
-        resp = MHD_create_response_from_callback(total, 32 * 1024, gunzip_reader, r, release_req);
+        /* libmicrohttpd allocates (and zeroes) the block with every response: no bigger than
+         * the body needs. */
+        size_t block = total < 4096 ? 4096 : total < 32 * 1024 ? (size_t)total : 32 * 1024;
+        resp = MHD_create_response_from_callback(total, block, gunzip_reader, r, release_req);
         if (resp == NULL)
             return queue_text(r, 500, "cannot create response", true);
         atomic_fetch_add(&r->refs, 1); /* released with the response: it reads the lease */

@@ -26,6 +26,7 @@
 #ifndef CDNODE_ACCESSLOG_H
 #define CDNODE_ACCESSLOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -94,6 +95,10 @@ int cdn_accesslog_reopen(struct cdn_accesslog *l);
  */
 int cdn_accesslog_reconfigure(struct cdn_accesslog *l, const char *spec,
                               enum cdn_accesslog_format format);
+
+/* Whether lines are written at all (false for "off"), so callers can skip building entries. Any
+ * thread. */
+bool cdn_accesslog_on(const struct cdn_accesslog *l);
 
 /* Lines dropped because write(2) failed or was short, since the log was opened. Any thread. */
 uint64_t cdn_accesslog_failed(const struct cdn_accesslog *l);

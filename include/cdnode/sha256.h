@@ -1,9 +1,6 @@
 /*
- * sha256.h: SHA-256 (FIPS 180-4) of a short buffer, for cache keys and store record keys.
- *
- * OpenSSL's one-shot SHA256() looks the algorithm up and allocates a context on every call, which
- * costs more than hashing a 60-byte key; this is the plain algorithm with no allocation and no
- * state outside the call. Pure; any thread.
+ * sha256.h: SHA-256 (FIPS 180-4) of a short buffer, for cache keys and store record keys, without
+ * the per-call algorithm lookup and allocation of OpenSSL's one-shot SHA256(). Any thread.
  */
 #ifndef CDNODE_SHA256_H
 #define CDNODE_SHA256_H

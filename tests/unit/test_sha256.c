@@ -1,6 +1,7 @@
 /*
- * SHA-256: the FIPS 180-4 example vectors, and agreement with OpenSSL for every length that
- * crosses the one- and two-final-block boundaries (0..300 bytes) and for a long buffer.
+ * SHA-256: the FIPS 180-4 example vectors, agreement with OpenSSL's one-shot SHA256() for every
+ * length across the one- and two-final-block boundaries (0..300 bytes) and a long buffer, and
+ * concurrent callers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include "cdnode/sha256.h"
 
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +55,36 @@ test_vectors(void **state)
     free(a);
 }
 
+struct thread_arg {
+    uint8_t d[CDN_SHA256_LEN];
+};
+
+static void *
+hash_in_thread(void *arg)
+{
+    struct thread_arg *a = arg;
+    for (int i = 0; i < 1000; i++)
+        cdn_sha256("abc", 3, a->d);
+    return NULL;
+}
+
+/* Each thread has its own context: concurrent callers get the same answer. */
+static void
+test_threads(void **state)
+{
+    (void)state;
+    struct thread_arg a[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, hash_in_thread, &a[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        char got[2 * CDN_SHA256_LEN + 1];
+        hex(a[i].d, got);
+        assert_string_equal(got, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
+
 static void
 test_against_openssl(void **state)
 {
@@ -85,6 +117,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_against_openssl),
+        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
