@@ -73,21 +73,7 @@ wait_count(struct h_test *t, const char *path, long want, int timeout_ms)
 static long long
 node_metric(struct h_test *t, const char *name)
 {
-    struct h_resp r;
-    if (h_get(t->node.admin_port, "/metrics", "Authorization: Bearer " H_TOKEN "\r\n", &r) != 0)
-        return -1;
-    long long v = -1;
-    size_t n = strlen(name);
-    for (const char *p = r.status == 200 ? r.body : NULL; p && *p;) {
-        if (strncmp(p, name, n) == 0 && p[n] == ' ') {
-            v = strtoll(p + n + 1, NULL, 10);
-            break;
-        }
-        p = strchr(p, '\n');
-        p = p ? p + 1 : NULL;
-    }
-    h_resp_free(&r);
-    return v;
+    return h_metric(t->node.admin_port, name);
 }
 
 #define EXPECT_METRIC(t, name, n)                                                                  \

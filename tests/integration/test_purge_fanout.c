@@ -115,21 +115,7 @@ peer_json(int admin_port, const char *role, const char *rest)
 static long long
 metric(int admin_port, const char *name)
 {
-    struct h_resp r;
-    if (h_get(admin_port, "/metrics", AUTH "\r\n", &r) != 0)
-        return -1;
-    long long v = -1;
-    size_t n = strlen(name);
-    for (const char *p = r.status == 200 ? r.body : NULL; p && *p;) {
-        if (strncmp(p, name, n) == 0 && p[n] == ' ') {
-            v = strtoll(p + n + 1, NULL, 10);
-            break;
-        }
-        p = strchr(p, '\n');
-        p = p ? p + 1 : NULL;
-    }
-    h_resp_free(&r);
-    return v;
+    return h_metric(admin_port, name);
 }
 
 #define FROM_CLIENT "cdnode_admin_purges_total{from=\"client\"}"

@@ -119,30 +119,10 @@ is_hit(const char *member, const char *id)
     return strncmp(member, want, strlen(want)) == 0 && strstr(member, "fwd=") == NULL;
 }
 
-/* Value of the unlabelled metric `name` from the /metrics of the node on admin_port, or -1. */
-static long long
-metric_of(int admin_port, const char *name)
-{
-    struct h_resp r;
-    if (h_get(admin_port, "/metrics", "Authorization: Bearer " H_TOKEN "\r\n", &r) != 0)
-        return -1;
-    long long v = -1;
-    size_t n = strlen(name);
-    for (const char *p = r.status == 200 ? r.body : NULL; p && *p;) {
-        if (strncmp(p, name, n) == 0 && p[n] == ' ') {
-            v = strtoll(p + n + 1, NULL, 10);
-            break;
-        }
-        p = strchr(p, '\n');
-        p = p ? p + 1 : NULL;
-    }
-    h_resp_free(&r);
-    return v;
-}
 
 #define EXPECT_METRIC(node, name, n)                                                               \
     do {                                                                                           \
-        long long got_ = metric_of((node)->admin_port, (name));                                    \
+        long long got_ = h_metric((node)->admin_port, (name));                                    \
         if (got_ != (n))                                                                           \
             fail_msg("line %d: %s of the node on port %d is %lld (expected %lld)", __LINE__,       \
                      (name), (node)->port, got_, (long long)(n));                                  \
@@ -354,12 +334,12 @@ test_both_tiers_collapse(void **state)
     printf("tiers: collapse: %d clients, origin requests %ld, parent upstream %lld, child upstream "
            "%lld, child leaders %lld / followers %lld, parent leaders %lld / followers %lld, wall "
            "%lld ms (sent in %lld ms)\n",
-           N, origin, metric_of(parent->admin_port, "cdnode_origin_requests_total"),
-           metric_of(child->admin_port, "cdnode_origin_requests_total"),
-           metric_of(child->admin_port, "cdnode_collapse_leaders_total"),
-           metric_of(child->admin_port, "cdnode_collapse_followers_total"),
-           metric_of(parent->admin_port, "cdnode_collapse_leaders_total"),
-           metric_of(parent->admin_port, "cdnode_collapse_followers_total"), (long long)wall,
+           N, origin, h_metric(parent->admin_port, "cdnode_origin_requests_total"),
+           h_metric(child->admin_port, "cdnode_origin_requests_total"),
+           h_metric(child->admin_port, "cdnode_collapse_leaders_total"),
+           h_metric(child->admin_port, "cdnode_collapse_followers_total"),
+           h_metric(parent->admin_port, "cdnode_collapse_leaders_total"),
+           h_metric(parent->admin_port, "cdnode_collapse_followers_total"), (long long)wall,
            (long long)send_ms);
     for (int i = 0; i < N; i++) {
         if (r[i].status != 200 || !r[i].complete || r[i].body_len != SIZE)
@@ -494,7 +474,7 @@ test_parents_by_hash(void **state)
     }
     long long up[2];
     for (int i = 0; i < 2; i++)
-        up[i] = metric_of(p[i]->admin_port, "cdnode_origin_requests_total");
+        up[i] = h_metric(p[i]->admin_port, "cdnode_origin_requests_total");
     printf("tiers: hash: %d URLs on %s, %d on %s; their upstream requests %lld and %lld\n", per[0],
            pids[0], per[1], pids[1], up[0], up[1]);
     for (int i = 0; i < N; i++) {
@@ -542,32 +522,11 @@ test_parents_by_hash(void **state)
     printf("tiers: hash: with %s stopped, %d of its objects and 10 new ones came through %s "
            "(%s upstream requests: %lld)\n",
            pids[1], refetched, pids[0], pids[0],
-           metric_of(p[0]->admin_port, "cdnode_origin_requests_total"));
+           h_metric(p[0]->admin_port, "cdnode_origin_requests_total"));
     EXPECT_METRIC(p[0], "cdnode_origin_requests_total", per[0] + refetched + 10);
     H_PASS(t);
 }
 
-/* Value of the first line of the node's /metrics that starts with `prefix` (labels included). */
-static long long
-metric_line(int admin_port, const char *prefix)
-{
-    struct h_resp r;
-    if (h_get(admin_port, "/metrics", "Authorization: Bearer " H_TOKEN "\r\n", &r) != 0)
-        return -1;
-    long long v = -1;
-    size_t n = strlen(prefix);
-    for (const char *p = r.status == 200 ? r.body : NULL; p && *p;) {
-        if (strncmp(p, prefix, n) == 0) {
-            const char *sp = strchr(p + n, ' ');
-            v = sp ? strtoll(sp + 1, NULL, 10) : -1;
-            break;
-        }
-        p = strchr(p, '\n');
-        p = p ? p + 1 : NULL;
-    }
-    h_resp_free(&r);
-    return v;
-}
 
 /*
  * `parent = P1 P2` with the origin also configured: objects go through the parents (each through
@@ -630,10 +589,10 @@ test_parents_fall_back_to_origin(void **state)
         EXPECT_COUNT(t, path, 1);
     }
     long long down =
-        metric_line(child->admin_port, "cdnode_origin_health_transitions_total{to=\"down\"}");
+        h_metric(child->admin_port, "cdnode_origin_health_transitions_total{to=\"down\"}");
     printf("tiers: fallback: %d + %d objects through the parents; with both stopped, 6 straight "
            "from the origin; parents marked down: %lld; retries %lld\n",
-           per[0], per[1], down, metric_of(child->admin_port, "cdnode_origin_retries_total"));
+           per[0], per[1], down, h_metric(child->admin_port, "cdnode_origin_retries_total"));
     if (down != 2)
         fail_msg("%lld upstreams marked down (expected the 2 parents)", down);
     H_PASS(t);
@@ -746,10 +705,8 @@ test_reload(void **state)
                  r.status, resp_join(&r, "Via"));
     h_resp_free(&r);
     h_conn_close(&c);
-    long long parent_up = metric_of(parent->admin_port, "cdnode_origin_requests_total");
-    printf("tiers: reload: parent fetched %lld objects while configured; the node's "
-           "cdnode_origin_healthy for the origin: %lld\n",
-           parent_up, metric_line(node->admin_port, "cdnode_origin_healthy{"));
+    long long parent_up = h_metric(parent->admin_port, "cdnode_origin_requests_total");
+    printf("tiers: reload: the parent fetched %lld objects while it was configured\n", parent_up);
     if (parent_up != 2)
         fail_msg("the parent went upstream %lld times (expected 2: /rl2 and /rl3)", parent_up);
     H_PASS(t);
