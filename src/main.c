@@ -218,6 +218,11 @@ main(int argc, char **argv)
      * of the forwarding path). 8 MiB of slack is kept at most. */
     mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+    /* Grow a heap 16 MiB beyond what was asked for at a time: the worker and upstream threads
+     * have heaps of their own, which otherwise grow page by page and shrink again under a
+     * stream of misses (measured: growing them was a fifth of a miss's CPU time). Pages never
+     * touched are not resident. */
+    mallopt(M_TOP_PAD, 16 * 1024 * 1024);
 
     /* Every thread inherits this mask; only sigwait() below takes these signals. */
     sigset_t set;
