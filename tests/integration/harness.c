@@ -39,8 +39,8 @@ h_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void
-nap_ms(long ms)
+void
+h_nap_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -142,7 +142,7 @@ h_proc_wait(struct h_proc *p, int timeout_ms, int *status)
         }
         if (h_now_ms() >= deadline)
             return false;
-        nap_ms(5);
+        h_nap_ms(5);
     }
 }
 
@@ -235,7 +235,7 @@ h_wait_port(int port, int timeout_ms)
         }
         if (h_now_ms() >= deadline)
             return false;
-        nap_ms(10);
+        h_nap_ms(10);
     }
 }
 
@@ -390,7 +390,7 @@ origin_start(struct h_test *t)
             int st;
             if (h_proc_wait(&t->origin, 0, &st))
                 break;
-            nap_ms(10);
+            h_nap_ms(10);
         }
         h_proc_stop(&t->origin, SIGKILL, 1000);
     }
@@ -529,7 +529,7 @@ h_node_start(struct h_test *t, struct h_node *n, const char *cdn_id, const char 
             dump_log(&n->proc);
             return -1;
         }
-        nap_ms(15);
+        h_nap_ms(15);
     }
     fprintf(stderr, "harness: cdnode %s not healthy on %s after 10 s\n", cdn_id, admin);
     dump_log(&n->proc);
@@ -1143,4 +1143,17 @@ h_metric(int admin_port, const char *name)
     }
     h_resp_free(&r);
     return v;
+}
+
+const char *
+h_cache_status(const struct h_resp *r)
+{
+    const char *v = h_header(r, "Cache-Status");
+    return v ? v : "(none)";
+}
+
+bool
+h_cache_status_has(const struct h_resp *r, const char *s)
+{
+    return strstr(h_cache_status(r), s) != NULL;
 }

@@ -204,6 +204,13 @@ char *h_head_join(const char *head, const char *name);
 
 /* Milliseconds from a monotonic clock. */
 int64_t h_now_ms(void);
+/* Sleeps ms milliseconds: the pause between two looks of a bounded polling loop. */
+void h_nap_ms(long ms);
+
+/* The response's Cache-Status field, or "(none)". Points into r. */
+const char *h_cache_status(const struct h_resp *r);
+/* Whether the Cache-Status field contains s. */
+bool h_cache_status_has(const struct h_resp *r, const char *s);
 
 /* Value of the unlabelled metric `name` in the /metrics of the node whose admin listener is on
  * admin_port, or -1 when it is absent or /metrics did not answer. */

@@ -25,13 +25,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static void
-nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Writes `text` to <dir>/<name> and starts the usual node with -c on it. */
 static void
 start_with(struct h_test *t, const char *name, const char *text)
@@ -94,7 +87,7 @@ wait_metric(struct h_test *t, const char *name, long long want, int timeout_ms)
         v = h_metric(t->node.admin_port, name);
         if (v == want || h_now_ms() >= deadline)
             break;
-        nap_ms(20);
+        h_nap_ms(20);
     }
     return v;
 }
@@ -136,7 +129,7 @@ test_slowloris(void **state)
     for (int tick = 0; tick < SLOW_SEND_MS / SLOW_TICK_MS && open > 0; tick++) {
         int64_t tick_at = t0 + (int64_t)tick * SLOW_TICK_MS;
         for (int k = 0; k < 1000 && h_now_ms() < tick_at; k++)
-            nap_ms(10);
+            h_nap_ms(10);
         open = 0;
         for (int i = 0; i < N_SLOW; i++) {
             if (closed_at[i] != 0)
@@ -574,7 +567,7 @@ test_trusted_hops(void **state)
         }
         free(all);
         if (line[0] == '\0')
-            nap_ms(20);
+            h_nap_ms(20);
     }
     printf("abuse: trusted_hops: access log: %s\n", line[0] ? line : "(no line)");
     if (line[0] == '\0')

@@ -19,13 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static void
-nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static const char *
 cdnode_bin(void)
 {
@@ -178,7 +171,7 @@ test_sigterm_drains(void **state)
     assert_int_equal(pthread_create(&th, NULL, bg_get_main, g), 0);
     int64_t deadline = h_now_ms() + 3000;
     while (h_origin_count(t, "/slow") < 1 && h_now_ms() < deadline)
-        nap_ms(10);
+        h_nap_ms(10);
     assert_int_equal(h_origin_count(t, "/slow"), 1);
 
     int64_t t0 = h_now_ms();

@@ -27,44 +27,24 @@
 #define OLD_DATE "Sat, 01 Jan 2000 00:00:00 GMT"
 #define OLD_DATE_Q "Sat,%2001%20Jan%202000%2000:00:00%20GMT"
 
-static void
-nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static const char *
-cs_of(const struct h_resp *r)
-{
-    const char *v = h_header(r, "Cache-Status");
-    return v ? v : "(none)";
-}
-
-static bool
-cs_has(const struct h_resp *r, const char *s)
-{
-    return strstr(cs_of(r), s) != NULL;
-}
-
 /* A hit served without contacting the origin. */
 static bool
 plain_hit(const struct h_resp *r)
 {
-    return cs_has(r, "; hit") && !cs_has(r, "fwd=");
+    return h_cache_status_has(r, "; hit") && !h_cache_status_has(r, "fwd=");
 }
 
 #define EXPECT_CS(r, s)                                                                            \
     do {                                                                                           \
-        if (!cs_has((r), (s)))                                                                     \
-            fail_msg("line %d: Cache-Status \"%s\" lacks \"%s\" (status %d)", __LINE__, cs_of(r),  \
+        if (!h_cache_status_has((r), (s)))                                                                     \
+            fail_msg("line %d: Cache-Status \"%s\" lacks \"%s\" (status %d)", __LINE__, h_cache_status(r),  \
                      (s), (r)->status);                                                            \
     } while (0)
 
 #define EXPECT_NO_CS(r, s)                                                                         \
     do {                                                                                           \
-        if (cs_has((r), (s)))                                                                      \
-            fail_msg("line %d: Cache-Status \"%s\" has \"%s\" (status %d)", __LINE__, cs_of(r),    \
+        if (h_cache_status_has((r), (s)))                                                                      \
+            fail_msg("line %d: Cache-Status \"%s\" has \"%s\" (status %d)", __LINE__, h_cache_status(r),    \
                      (s), (r)->status);                                                            \
     } while (0)
 
@@ -72,7 +52,7 @@ plain_hit(const struct h_resp *r)
     do {                                                                                           \
         if (!plain_hit(r))                                                                         \
             fail_msg("line %d: expected a hit, Cache-Status \"%s\" (status %d)", __LINE__,         \
-                     cs_of(r), (r)->status);                                                       \
+                     h_cache_status(r), (r)->status);                                                       \
         if (h_header((r), "Age") == NULL)                                                          \
             fail_msg("line %d: hit without Age", __LINE__);                                        \
     } while (0)
@@ -100,7 +80,7 @@ get_body(struct h_test *t, const char *target, const char *extra, const char *wa
     node_get(t, target, extra, r);
     if (r->status != 200 || !r->complete || r->body == NULL || strcmp(r->body, want) != 0)
         fail_msg("GET %s: status %d, body \"%s\" (expected 200 \"%s\"), Cache-Status \"%s\"",
-                 target, r->status, r->body ? r->body : "(none)", want, cs_of(r));
+                 target, r->status, r->body ? r->body : "(none)", want, h_cache_status(r));
 }
 
 /* The response field `name` must equal want. */
@@ -110,7 +90,7 @@ expect_field(const struct h_resp *r, const char *name, const char *want)
     const char *v = h_header(r, name);
     if (v == NULL || strcmp(v, want) != 0)
         fail_msg("%s is \"%s\" (expected \"%s\"); Cache-Status \"%s\"", name, v ? v : "(absent)",
-                 want, cs_of(r));
+                 want, h_cache_status(r));
 }
 
 /* One request on an open keep-alive connection. */
@@ -154,7 +134,7 @@ align_to_second(void)
         clock_gettime(CLOCK_REALTIME, &ts);
         if (ts.tv_nsec >= 200000000L && ts.tv_nsec < 600000000L)
             return;
-        nap_ms(10);
+        h_nap_ms(10);
     }
 }
 
@@ -188,10 +168,10 @@ get_pattern(struct h_test *t, const char *target, uint64_t size, struct h_resp *
     if (r->status != 200 || !r->complete || r->body_total != size || p.off != size)
         fail_msg("GET %s: status %d, %llu of %llu bytes, complete %d, Cache-Status \"%s\"", target,
                  r->status, (unsigned long long)r->body_total, (unsigned long long)size,
-                 r->complete, cs_of(r));
+                 r->complete, h_cache_status(r));
     if (p.bad)
         fail_msg("GET %s: body differs from the origin's at byte %llu (Cache-Status \"%s\")",
-                 target, (unsigned long long)(p.bad - 1), cs_of(r));
+                 target, (unsigned long long)(p.bad - 1), h_cache_status(r));
 }
 
 static void
@@ -266,7 +246,7 @@ expect_not_stored(struct h_test *t, const char *path, const char *target, const 
             fail_msg("GET %s: status %d (expected %d)", target, r.status, status);
         EXPECT_NO_CS(&r, "stored");
         EXPECT_NO_CS(&r, "; hit");
-        assert_non_null(strstr(cs_of(&r), "fwd="));
+        assert_non_null(strstr(h_cache_status(&r), "fwd="));
         h_resp_free(&r);
     }
     EXPECT_COUNT(t, path, 2);
@@ -351,7 +331,7 @@ test_no_freshness_always_forwarded(void **state)
             fail_msg("request %d (%s) did not reach the origin (count %ld then %ld); Cache-Status "
                      "\"%s\", Age %s",
                      i, i % 2 ? "kept-alive connection" : "new connection", before, after,
-                     cs_of(&r), h_header(&r, "Age") ? h_header(&r, "Age") : "(absent)");
+                     h_cache_status(&r), h_header(&r, "Age") ? h_header(&r, "Age") : "(absent)");
         EXPECT_NO_CS(&r, "; hit");
         h_resp_free(&r);
     }
@@ -381,7 +361,7 @@ test_freshness(void **state)
     if (!plain_hit(&r))
         fail_msg("max-age=1 right after storing: Cache-Status \"%s\", Age %s, Date %s then %s; "
                  "started at .%03ld s, first took %lld ms, second %lld ms",
-                 cs_of(&r), h_header(&r, "Age") ? h_header(&r, "Age") : "-", date,
+                 h_cache_status(&r), h_header(&r, "Age") ? h_header(&r, "Age") : "-", date,
                  h_header(&r, "Date") ? h_header(&r, "Date") : "-", ts0.tv_nsec / 1000000,
                  (long long)(t1 - t0), (long long)(h_now_ms() - t1));
     EXPECT_HIT(&r);
@@ -416,7 +396,7 @@ test_freshness(void **state)
     get_body(t, f4, "Cache-Control: max-age=0\r\n", "four", &r);
     EXPECT_CS(&r, "fwd-status=304");
     EXPECT_NO_CS(&r, "; hit");
-    print_message("request max-age=0 on a fresh entry: Cache-Status \"%s\"\n", cs_of(&r));
+    print_message("request max-age=0 on a fresh entry: Cache-Status \"%s\"\n", h_cache_status(&r));
     h_resp_free(&r);
     EXPECT_COUNT(t, "/f4", 2);
     expect_origin_field(t, "/f4", "If-None-Match", "\"f4\"");
@@ -484,7 +464,7 @@ test_client_conditionals(void **state)
     exchange(&c, t->node.port, "GET", u, "If-None-Match: \"v2\"\r\n", &r);
     if (r.status != 304)
         fail_msg("If-None-Match matching the stored ETag: status %d, Cache-Status \"%s\"", r.status,
-                 cs_of(&r));
+                 h_cache_status(&r));
     EXPECT_HIT(&r);
     assert_string_equal(h_header(&r, "ETag"), "\"v2\"");
     h_resp_free(&r);
@@ -499,7 +479,7 @@ test_client_conditionals(void **state)
     exchange(&c, t->node.port, "GET", u, "Range: bytes=2-5\r\n", &r);
     if (r.status != 206 || r.body == NULL || strcmp(r.body, "2345") != 0)
         fail_msg("Range 2-5: status %d body \"%s\" Cache-Status \"%s\"", r.status,
-                 r.body ? r.body : "(none)", cs_of(&r));
+                 r.body ? r.body : "(none)", h_cache_status(&r));
     const char *cr = h_header(&r, "Content-Range");
     if (cr == NULL || strcmp(cr, "bytes 2-5/10") != 0)
         fail_msg("Range 2-5: Content-Range %s", cr ? cr : "(absent)");
@@ -509,7 +489,7 @@ test_client_conditionals(void **state)
     exchange(&c, t->node.port, "GET", u, "Range: bytes=999999-\r\n", &r);
     if (r.status != 416)
         fail_msg("Range beyond the end: status %d (expected 416), Cache-Status \"%s\"", r.status,
-                 cs_of(&r));
+                 h_cache_status(&r));
     cr = h_header(&r, "Content-Range");
     if (cr == NULL || strcmp(cr, "bytes */10") != 0)
         fail_msg("416: Content-Range %s (expected bytes */10)", cr ? cr : "(absent)");
@@ -687,7 +667,7 @@ poll_until_forwarded(struct h_test *t, const char *target, struct h_resp *r)
         h_resp_free(r);
         if (h_now_ms() > deadline)
             break;
-        nap_ms(50);
+        h_nap_ms(50);
     }
     fail_msg("%s: still a fresh hit after 4 s with max-age=1", target);
 }
@@ -714,7 +694,7 @@ test_stale_if_error(void **state)
     poll_until_forwarded(t, u, &r);
     if (r.status != 200 || r.body == NULL || strcmp(r.body, "keep-me") != 0)
         fail_msg("stale-if-error: status %d body \"%s\", Cache-Status \"%s\"", r.status,
-                 r.body ? r.body : "(none)", cs_of(&r));
+                 r.body ? r.body : "(none)", h_cache_status(&r));
     EXPECT_CS(&r, "; hit");
     EXPECT_CS(&r, "fwd-status=503");
     EXPECT_CS(&r, "detail=stale-if-error");
@@ -726,7 +706,7 @@ test_stale_if_error(void **state)
     if (r.status != 503)
         fail_msg("must-revalidate with the origin failing: status %d body \"%s\", Cache-Status "
                  "\"%s\" (expected the 503)",
-                 r.status, r.body ? r.body : "(none)", cs_of(&r));
+                 r.status, r.body ? r.body : "(none)", h_cache_status(&r));
     EXPECT_NO_CS(&r, "stale-if-error");
     EXPECT_CS(&r, "fwd-status=503");
     h_resp_free(&r);
@@ -849,9 +829,9 @@ load_main(void *arg)
                 snprintf(l->bad_msg, sizeof(l->bad_msg),
                          "%s: status %d, %llu bytes, pattern break at %llu, Cache-Status %s",
                          target, r.status, (unsigned long long)p.off,
-                         (unsigned long long)(p.bad ? p.bad - 1 : 0), cs_of(&r));
+                         (unsigned long long)(p.bad ? p.bad - 1 : 0), h_cache_status(&r));
         } else if (whole) {
-            if (cs_has(&r, "stored") || plain_hit(&r))
+            if (h_cache_status_has(&r, "stored") || plain_hit(&r))
                 atomic_store(&l->committed[i], true);
             atomic_fetch_add(&l->done, 1);
         }
@@ -885,7 +865,7 @@ test_restart_sigkill_under_load(void **state)
     /* Kill while the first round (every URL a miss) is still being stored. */
     int64_t deadline = h_now_ms() + 30000;
     while (atomic_load(&l->done) < 30 && h_now_ms() < deadline)
-        nap_ms(1);
+        h_nap_ms(1);
     int done_at_kill = atomic_load(&l->done);
     int st = h_proc_stop(&t->node.proc, SIGKILL, 10000);
     for (int k = 0; k < LOAD_THREADS; k++)
@@ -919,7 +899,7 @@ test_restart_sigkill_under_load(void **state)
             if (!plain_hit(&r))
                 fail_msg("%s was acknowledged as stored before SIGKILL but after the restart "
                          "Cache-Status is \"%s\"",
-                         target, cs_of(&r));
+                         target, h_cache_status(&r));
             long now = h_origin_count(t, path);
             if (now != before[i])
                 fail_msg("%s: origin count %ld after the restart (was %ld)", target, now,

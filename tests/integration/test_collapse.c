@@ -31,26 +31,6 @@
 #define READ_MS 20000 /* bound on reading a whole burst */
 
 static void
-nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static const char *
-cs_of(const struct h_resp *r)
-{
-    const char *v = h_header(r, "Cache-Status");
-    return v ? v : "(none)";
-}
-
-static bool
-cs_has(const struct h_resp *r, const char *s)
-{
-    return strstr(cs_of(r), s) != NULL;
-}
-
-static void
 start_node(struct h_test *t)
 {
     assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, NULL), 0);
@@ -63,7 +43,7 @@ wait_count(struct h_test *t, const char *path, long want, int timeout_ms)
     int64_t deadline = h_now_ms() + timeout_ms;
     long n = h_origin_count(t, path);
     for (int i = 0; i < 10000 && n < want && h_now_ms() < deadline; i++) {
-        nap_ms(10);
+        h_nap_ms(10);
         n = h_origin_count(t, path);
     }
     return n;
@@ -171,10 +151,10 @@ read_pattern(struct h_conn *c, const char *who, uint64_t size, struct h_resp *r)
     if (r->status != 200 || !r->complete || r->body_total != size || p.off != size)
         fail_msg("%s: status %d, %llu of %llu bytes, complete %d, Cache-Status \"%s\"", who,
                  r->status, (unsigned long long)r->body_total, (unsigned long long)size,
-                 r->complete, cs_of(r));
+                 r->complete, h_cache_status(r));
     if (p.bad)
         fail_msg("%s: body differs from the origin's at byte %llu (Cache-Status \"%s\")", who,
-                 (unsigned long long)(p.bad - 1), cs_of(r));
+                 (unsigned long long)(p.bad - 1), h_cache_status(r));
 }
 
 /* How many of the n responses have Cache-Status containing s. */
@@ -183,7 +163,7 @@ count_cs(const struct h_resp *r, int n, const char *s)
 {
     int k = 0;
     for (int i = 0; i < n; i++)
-        k += cs_has(&r[i], s);
+        k += h_cache_status_has(&r[i], s);
     return k;
 }
 
@@ -216,13 +196,13 @@ test_miss_burst_one_fetch(void **state)
     for (int i = 0; i < N; i++) {
         if (r[i].status != 200 || !r[i].complete || r[i].body_len != SIZE)
             fail_msg("client %d: status %d, %zu of %d bytes, complete %d, Cache-Status \"%s\"",
-                     i + 1, r[i].status, r[i].body_len, SIZE, r[i].complete, cs_of(&r[i]));
+                     i + 1, r[i].status, r[i].body_len, SIZE, r[i].complete, h_cache_status(&r[i]));
         long bad = pattern_mismatch(r[i].body, r[i].body_len);
         if (bad >= 0)
             fail_msg("client %d: body differs from the origin's at byte %ld (Cache-Status \"%s\")",
-                     i + 1, bad, cs_of(&r[i]));
-        if (!cs_has(&r[i], "fwd=uri-miss"))
-            fail_msg("client %d: Cache-Status \"%s\" lacks fwd=uri-miss", i + 1, cs_of(&r[i]));
+                     i + 1, bad, h_cache_status(&r[i]));
+        if (!h_cache_status_has(&r[i], "fwd=uri-miss"))
+            fail_msg("client %d: Cache-Status \"%s\" lacks fwd=uri-miss", i + 1, h_cache_status(&r[i]));
     }
     if (origin != 1)
         fail_msg("origin saw %ld requests for /burst (expected 1)", origin);
@@ -237,7 +217,7 @@ test_miss_burst_one_fetch(void **state)
     for (int i = 0; i < 200 && done != N; i++) {
         done = node_metric(t, "cdnode_request_duration_seconds_count");
         if (done != N)
-            nap_ms(10);
+            h_nap_ms(10);
     }
     if (done != N)
         fail_msg("cdnode_request_duration_seconds_count is %lld (expected %d)", done, N);
@@ -249,9 +229,9 @@ test_miss_burst_one_fetch(void **state)
     /* The one fetch was stored: the next request is a hit. */
     struct h_resp h;
     assert_int_equal(h_get(t->node.port, target, NULL, &h), 0);
-    if (h.status != 200 || h.body_len != SIZE || !cs_has(&h, "hit") || cs_has(&h, "fwd="))
+    if (h.status != 200 || h.body_len != SIZE || !h_cache_status_has(&h, "hit") || h_cache_status_has(&h, "fwd="))
         fail_msg("after the burst: status %d, %zu bytes, Cache-Status \"%s\" (expected a hit)",
-                 h.status, h.body_len, cs_of(&h));
+                 h.status, h.body_len, h_cache_status(&h));
     h_resp_free(&h);
     EXPECT_COUNT(t, "/burst", 1);
     H_PASS(t);
@@ -294,11 +274,11 @@ uncacheable_bursts(struct h_test *t, const char *what, const char *path, const c
                 strcmp(r[i].body, "mine") != 0)
                 fail_msg("burst %d, client %d: status %d, body \"%s\", Cache-Status \"%s\"",
                          round + 1, i + 1, r[i].status, r[i].body ? r[i].body : "(none)",
-                         cs_of(&r[i]));
-            if (cs_has(&r[i], "stored") || (cs_has(&r[i], "hit") && !cs_has(&r[i], "fwd=")))
+                         h_cache_status(&r[i]));
+            if (h_cache_status_has(&r[i], "stored") || (h_cache_status_has(&r[i], "hit") && !h_cache_status_has(&r[i], "fwd=")))
                 fail_msg("burst %d, client %d: a %s response was stored or served from the "
                          "cache: Cache-Status \"%s\"",
-                         round + 1, i + 1, what, cs_of(&r[i]));
+                         round + 1, i + 1, what, h_cache_status(&r[i]));
         }
         burst_free(r, N);
         if (origin != (round + 1) * N)
@@ -438,7 +418,7 @@ test_leader_disconnect(void **state)
     read_pattern(&b, "client B (follower)", size, &r);
     printf("collapse: leader disconnect: B got %llu bytes intact in %lld ms after A left, "
            "Cache-Status \"%s\"\n",
-           (unsigned long long)r.body_total, (long long)(h_now_ms() - t0), cs_of(&r));
+           (unsigned long long)r.body_total, (long long)(h_now_ms() - t0), h_cache_status(&r));
     h_resp_free(&r);
     h_conn_close(&b);
 
@@ -449,11 +429,11 @@ test_leader_disconnect(void **state)
     h_conn_close(&c);
     long origin = h_origin_count(t, "/big");
     printf("collapse: leader disconnect: third request Cache-Status \"%s\", origin requests %ld\n",
-           cs_of(&r), origin);
-    if (!cs_has(&r, "hit") || cs_has(&r, "fwd="))
+           h_cache_status(&r), origin);
+    if (!h_cache_status_has(&r, "hit") || h_cache_status_has(&r, "fwd="))
         fail_msg("third request: Cache-Status \"%s\" (expected a hit: the store completed the "
                  "object)",
-                 cs_of(&r));
+                 h_cache_status(&r));
     h_resp_free(&r);
     if (origin != 1)
         fail_msg("origin saw %ld requests for /big (expected 1)", origin);
@@ -474,9 +454,9 @@ test_revalidation_collapsed(void **state)
     struct h_resp s;
     assert_int_equal(h_get(t->node.port, target, NULL, &s), 0);
     if (s.status != 200 || s.body == NULL || strcmp(s.body, "stored-body") != 0 ||
-        !cs_has(&s, "stored"))
+        !h_cache_status_has(&s, "stored"))
         fail_msg("first request: status %d, body \"%s\", Cache-Status \"%s\" (expected stored)",
-                 s.status, s.body ? s.body : "(none)", cs_of(&s));
+                 s.status, s.body ? s.body : "(none)", h_cache_status(&s));
     h_resp_free(&s);
     EXPECT_COUNT(t, "/reval", 1);
 
@@ -500,10 +480,10 @@ test_revalidation_collapsed(void **state)
         if (r[i].status != 200 || !r[i].complete || r[i].body == NULL ||
             strcmp(r[i].body, "stored-body") != 0)
             fail_msg("client %d: status %d, body \"%s\", Cache-Status \"%s\"", i + 1, r[i].status,
-                     r[i].body ? r[i].body : "(none)", cs_of(&r[i]));
-        if (!cs_has(&r[i], "fwd=stale; fwd-status=304") && !cs_has(&r[i], "hit"))
+                     r[i].body ? r[i].body : "(none)", h_cache_status(&r[i]));
+        if (!h_cache_status_has(&r[i], "fwd=stale; fwd-status=304") && !h_cache_status_has(&r[i], "hit"))
             fail_msg("client %d: Cache-Status \"%s\" (expected fwd=stale; fwd-status=304)", i + 1,
-                     cs_of(&r[i]));
+                     h_cache_status(&r[i]));
     }
     burst_free(r, N);
     if (origin != 2)
@@ -535,9 +515,9 @@ test_stale_while_revalidate_once(void **state)
     struct h_resp s;
     assert_int_equal(h_get(t->node.port, target, NULL, &s), 0);
     if (s.status != 200 || s.body == NULL || strcmp(s.body, "swr-body") != 0 ||
-        !cs_has(&s, "stored"))
+        !h_cache_status_has(&s, "stored"))
         fail_msg("first request: status %d, body \"%s\", Cache-Status \"%s\" (expected stored)",
-                 s.status, s.body ? s.body : "(none)", cs_of(&s));
+                 s.status, s.body ? s.body : "(none)", h_cache_status(&s));
     h_resp_free(&s);
     EXPECT_COUNT(t, "/swr", 1);
 
@@ -545,12 +525,12 @@ test_stale_while_revalidate_once(void **state)
     assert_int_equal(h_get(t->node.port, target, NULL, &s), 0);
     int64_t answer_ms = h_now_ms() - t0;
     printf("collapse: swr: stale answer in %lld ms (origin delay %d ms), Cache-Status \"%s\"\n",
-           (long long)answer_ms, DELAY_MS, cs_of(&s));
+           (long long)answer_ms, DELAY_MS, h_cache_status(&s));
     if (s.status != 200 || s.body == NULL || strcmp(s.body, "swr-body") != 0 ||
-        !cs_has(&s, "hit") || !cs_has(&s, "detail=stale-while-revalidate"))
+        !h_cache_status_has(&s, "hit") || !h_cache_status_has(&s, "detail=stale-while-revalidate"))
         fail_msg("stale request: status %d, body \"%s\", Cache-Status \"%s\" (expected a hit with "
                  "detail=stale-while-revalidate)",
-                 s.status, s.body ? s.body : "(none)", cs_of(&s));
+                 s.status, s.body ? s.body : "(none)", h_cache_status(&s));
     h_resp_free(&s);
     if (answer_ms >= DELAY_MS / 2)
         fail_msg("the stale answer took %lld ms: it waited for the origin", (long long)answer_ms);
@@ -566,10 +546,10 @@ test_stale_while_revalidate_once(void **state)
     for (int i = 0; i < 5; i++) {
         assert_int_equal(h_get(t->node.port, target, NULL, &s), 0);
         if (s.status != 200 || s.body == NULL || strcmp(s.body, "swr-body") != 0 ||
-            !cs_has(&s, "detail=stale-while-revalidate"))
+            !h_cache_status_has(&s, "detail=stale-while-revalidate"))
             fail_msg("stale request %d during the refresh: status %d, body \"%s\", Cache-Status "
                      "\"%s\"",
-                     i + 1, s.status, s.body ? s.body : "(none)", cs_of(&s));
+                     i + 1, s.status, s.body ? s.body : "(none)", h_cache_status(&s));
         h_resp_free(&s);
     }
     int64_t window_ms = h_now_ms() - t0;
@@ -614,7 +594,7 @@ test_vary_follower_own_variant(void **state)
     int64_t wall = h_now_ms() - t0;
     long origin = h_origin_count(t, "/vary");
     printf("collapse: vary: origin requests %ld, wall %lld ms, Cache-Status \"%s\" / \"%s\"\n",
-           origin, (long long)wall, cs_of(&r[0]), cs_of(&r[1]));
+           origin, (long long)wall, h_cache_status(&r[0]), h_cache_status(&r[1]));
     for (int i = 0; i < 2; i++) {
         char mine[64], other[64];
         snprintf(mine, sizeof(mine), "Accept-Language: %s", lang[i]);
@@ -623,7 +603,7 @@ test_vary_follower_own_variant(void **state)
             strstr(r[i].body, mine) == NULL || strstr(r[i].body, other) != NULL)
             fail_msg("client %s: status %d, Cache-Status \"%s\", body (the origin's view of the "
                      "request):\n%s",
-                     lang[i], r[i].status, cs_of(&r[i]), r[i].body ? r[i].body : "(none)");
+                     lang[i], r[i].status, h_cache_status(&r[i]), r[i].body ? r[i].body : "(none)");
     }
     burst_free(r, 2);
     if (origin != 2)
@@ -640,10 +620,10 @@ test_vary_follower_own_variant(void **state)
         struct h_resp h;
         assert_int_equal(h_get(t->node.port, target, extra, &h), 0);
         if (h.status != 200 || h.body == NULL || strstr(h.body, mine) == NULL ||
-            !cs_has(&h, "hit") || cs_has(&h, "fwd="))
+            !h_cache_status_has(&h, "hit") || h_cache_status_has(&h, "fwd="))
             fail_msg("stored variant %s: status %d, Cache-Status \"%s\" (expected a hit of its own "
                      "variant), body:\n%s",
-                     lang[i], h.status, cs_of(&h), h.body ? h.body : "(none)");
+                     lang[i], h.status, h_cache_status(&h), h.body ? h.body : "(none)");
         h_resp_free(&h);
     }
     EXPECT_COUNT(t, "/vary", 2);

@@ -31,24 +31,18 @@ field_or(const struct h_resp *r, const char *name)
     return v ? v : "(absent)";
 }
 
-static const char *
-cs_of(const struct h_resp *r)
-{
-    return field_or(r, "Cache-Status");
-}
-
 /* A hit served without contacting the origin. */
 static bool
 plain_hit(const struct h_resp *r)
 {
-    return strstr(cs_of(r), "; hit") != NULL && strstr(cs_of(r), "fwd=") == NULL;
+    return strstr(h_cache_status(r), "; hit") != NULL && strstr(h_cache_status(r), "fwd=") == NULL;
 }
 
 #define EXPECT_HIT(r, what)                                                                        \
     do {                                                                                           \
         if (!plain_hit(r))                                                                         \
             fail_msg("line %d: %s: expected a hit, Cache-Status \"%s\" (status %d)", __LINE__,     \
-                     (what), cs_of(r), (r)->status);                                               \
+                     (what), h_cache_status(r), (r)->status);                                               \
     } while (0)
 
 #define EXPECT_COUNT(t, path, n)                                                                   \
@@ -99,7 +93,7 @@ expect_bytes(const struct h_resp *r, const char *want, size_t n, const char *wha
     if (r->body_len != n || i != n)
         fail_msg("%s: %zu body bytes, expected %zu; first difference at byte %zu; "
                  "Content-Encoding %s, Cache-Status \"%s\"",
-                 what, r->body_len, n, i, field_or(r, "Content-Encoding"), cs_of(r));
+                 what, r->body_len, n, i, field_or(r, "Content-Encoding"), h_cache_status(r));
 }
 
 static void
@@ -107,7 +101,7 @@ expect_status(const struct h_resp *r, int status, const char *what)
 {
     if (r->status != status)
         fail_msg("%s: status %d (expected %d), Cache-Status \"%s\"", what, r->status, status,
-                 cs_of(r));
+                 h_cache_status(r));
 }
 
 /* The field name must equal want (NULL: be absent). */
@@ -118,7 +112,7 @@ expect_field(const struct h_resp *r, const char *name, const char *want, const c
     bool ok = want ? v != NULL && strcmp(v, want) == 0 : v == NULL;
     if (!ok)
         fail_msg("%s: %s is \"%s\" (expected \"%s\"); Cache-Status \"%s\"", what, name,
-                 v ? v : "(absent)", want ? want : "(absent)", cs_of(r));
+                 v ? v : "(absent)", want ? want : "(absent)", h_cache_status(r));
 }
 
 /* Content-Length must be present and equal n. */
@@ -402,7 +396,7 @@ test_origin_gzip_corrupt(void **state)
             expect_field(&r, "Content-Encoding", "gzip", what);
             expect_bytes(&r, o.body, o.body_len, what);
             if (plain_hit(&r))
-                fail_msg("%s: served from the store (Cache-Status \"%s\")", what, cs_of(&r));
+                fail_msg("%s: served from the store (Cache-Status \"%s\")", what, h_cache_status(&r));
             h_resp_free(&r);
         }
         EXPECT_COUNT(t, cases[i].path, 2);
@@ -622,7 +616,7 @@ test_other_coding(void **state)
                  others[i] ? others[i] : "absent");
         fetch(t, "GET", varied, others[i], NULL, &r);
         if (plain_hit(&r))
-            fail_msg("%s: served the stored br variant (Cache-Status \"%s\")", what, cs_of(&r));
+            fail_msg("%s: served the stored br variant (Cache-Status \"%s\")", what, h_cache_status(&r));
         h_resp_free(&r);
         EXPECT_COUNT(t, "/brv", (int)i + 2);
     }
@@ -642,7 +636,7 @@ test_other_coding(void **state)
         if (plain_hit(&r) != any[i].hit)
             fail_msg("%s: %s (Cache-Status \"%s\", Content-Encoding %s)", what,
                      any[i].hit ? "not served from the store" : "served from the store",
-                     cs_of(&r), field_or(&r, "Content-Encoding"));
+                     h_cache_status(&r), field_or(&r, "Content-Encoding"));
         if (any[i].hit)
             expect_field(&r, "Vary", "Accept-Encoding", what);
         expect_bytes(&r, body, n, what);

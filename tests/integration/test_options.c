@@ -23,20 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static void
-nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static const char *
-cs_of(const struct h_resp *r)
-{
-    const char *v = h_header(r, "Cache-Status");
-    return v ? v : "(none)";
-}
-
 /* The last Cache-Status field: this node's own member. */
 static const char *
 own_cs(const struct h_resp *r)
@@ -66,7 +52,7 @@ wait_count(struct h_test *t, const char *path, long want, int timeout_ms)
     int64_t deadline = h_now_ms() + timeout_ms;
     long n = h_origin_count(t, path);
     for (int i = 0; i < 10000 && n < want && h_now_ms() < deadline; i++) {
-        nap_ms(10);
+        h_nap_ms(10);
         n = h_origin_count(t, path);
     }
     return n;
@@ -120,7 +106,7 @@ test_collapse_wait(void **state)
     printf("options: collapse_wait: follower sent %lld ms after the leader, answered %d after %lld "
            "ms (\"%s\", Cache-Status \"%s\"); leader answered %d after %lld ms\n",
            (long long)(tf - t0), fr.status, (long long)f_ms, fr.body ? fr.body : "(none)",
-           cs_of(&fr), lr.status, (long long)l_ms);
+           h_cache_status(&fr), lr.status, (long long)l_ms);
     if (fr.status != 504 || fr.body == NULL || strstr(fr.body, "collapse_wait") == NULL)
         fail_msg("follower: status %d, body \"%s\" (expected 504 mentioning collapse_wait)",
                  fr.status, fr.body ? fr.body : "(none)");
@@ -149,12 +135,12 @@ check_tags(struct h_test *t, const char *target, bool present)
         printf("options: strip_cache_tags %s, %s: Surrogate-Key %s, Cache-Tag %s (Cache-Status "
                "\"%s\")\n",
                present ? "off" : "on", i == 0 ? "miss" : "hit", sk ? sk : "absent",
-               ct ? ct : "absent", cs_of(&r));
+               ct ? ct : "absent", h_cache_status(&r));
         if (r.status != 200 || r.body == NULL || strcmp(r.body, "tagged") != 0)
             fail_msg("GET %s: status %d, body \"%s\"", target, r.status, r.body ? r.body : "");
         if (hit != (i == 1))
             fail_msg("GET %s number %d: Cache-Status \"%s\" (expected a %s)", target, i + 1,
-                     cs_of(&r), i == 0 ? "miss" : "hit");
+                     h_cache_status(&r), i == 0 ? "miss" : "hit");
         if (present && (sk == NULL || strcmp(sk, "a b") != 0 || ct == NULL || strcmp(ct, "x") != 0))
             fail_msg("strip_cache_tags = off, %s: Surrogate-Key \"%s\", Cache-Tag \"%s\" (expected "
                      "\"a b\" and \"x\")",
@@ -202,7 +188,7 @@ stale_then_fail(struct h_test *t, struct h_resp *out)
     assert_int_equal(h_get(t->node.port, target, NULL, &r), 0);
     if (r.status != 200 || strstr(own_cs(&r), "stored") == NULL)
         fail_msg("GET %s: status %d, Cache-Status \"%s\" (expected a stored 200)", target, r.status,
-                 cs_of(&r));
+                 h_cache_status(&r));
     h_resp_free(&r);
     assert_int_equal(h_get(t->origin_port, "/__origin/fail?path=/sie&status=503", NULL, &r), 0);
     assert_int_equal(r.status, 200);
@@ -218,11 +204,11 @@ stale_then_fail(struct h_test *t, struct h_resp *out)
                      "(max-age=1)",
                      (long long)(h_now_ms() - t0));
         h_resp_free(out);
-        nap_ms(100);
+        h_nap_ms(100);
     }
     printf("options: stale_if_error_grace: went upstream %lld ms after storing: status %d, "
            "Cache-Status \"%s\", body \"%s\"\n",
-           (long long)(h_now_ms() - t0), out->status, cs_of(out), out->body ? out->body : "");
+           (long long)(h_now_ms() - t0), out->status, h_cache_status(out), out->body ? out->body : "");
     EXPECT_COUNT(t, "/sie", 2);
 }
 
@@ -237,7 +223,7 @@ test_stale_if_error_grace(void **state)
         strstr(own_cs(&r), "detail=stale-if-error") == NULL)
         fail_msg("with stale_if_error_grace = 60: status %d, body \"%s\", Cache-Status \"%s\" "
                  "(expected the stored 200 with detail=stale-if-error)",
-                 r.status, r.body ? r.body : "", cs_of(&r));
+                 r.status, r.body ? r.body : "", h_cache_status(&r));
     h_resp_free(&r);
     H_PASS(t);
 }
@@ -251,7 +237,7 @@ test_stale_if_error_grace_default(void **state)
     stale_then_fail(t, &r);
     if (r.status != 503 || strstr(own_cs(&r), "stale-if-error") != NULL)
         fail_msg("without a grace: status %d, Cache-Status \"%s\" (expected the origin's 503)",
-                 r.status, cs_of(&r));
+                 r.status, h_cache_status(&r));
     h_resp_free(&r);
     H_PASS(t);
 }
@@ -298,7 +284,7 @@ wait_lines(const char *path, int want, int timeout_ms)
     int64_t deadline = h_now_ms() + timeout_ms;
     int n = line_count(path);
     for (int i = 0; i < 10000 && n < want && h_now_ms() < deadline; i++) {
-        nap_ms(10);
+        h_nap_ms(10);
         n = line_count(path);
     }
     return n;
@@ -430,7 +416,7 @@ test_access_log_combined(void **state)
         fail_msg("cannot signal the node");
     int64_t deadline = h_now_ms() + H_TIMEOUT_MS;
     while (access(log, F_OK) != 0 && h_now_ms() < deadline)
-        nap_ms(10);
+        h_nap_ms(10);
     if (access(log, F_OK) != 0)
         fail_msg("%s was not created again within %d ms of SIGUSR1", log, H_TIMEOUT_MS);
     ua_get(t, target, "ua-after-rotation", 200, "hello");

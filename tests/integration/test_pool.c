@@ -23,13 +23,6 @@
 /* The second origin of a test; static because the teardown stops it after the test returns. */
 static struct h_proc origin2;
 
-static void
-nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Starts a second testorigin on port (0: a free one); returns its port and writes its URL. */
 static int
 start_origin2(struct h_test *t, int port, char *url, size_t n)
@@ -96,7 +89,7 @@ log_wait(const struct h_test *t, const char *text, int times, int timeout_ms)
     while (log_count(t, text) < times) {
         if (h_now_ms() >= deadline)
             return false;
-        nap_ms(20);
+        h_nap_ms(20);
     }
     return true;
 }
@@ -269,7 +262,7 @@ test_health_check(void **state)
     /* Checks are running: the second origin sees GET /health. */
     int64_t deadline = h_now_ms() + H_TIMEOUT_MS;
     while (count_at(port2, "/health") < 1 && h_now_ms() < deadline)
-        nap_ms(20);
+        h_nap_ms(20);
     assert_true(count_at(port2, "/health") >= 1);
 
     assert_int_equal(origin_ctl(port2, "/__origin/fail?path=/health&status=503"), 200);

@@ -20,13 +20,6 @@
 #include <string.h>
 #include <sys/wait.h>
 
-static const char *
-cs_of(const struct h_resp *r)
-{
-    const char *v = h_header(r, "Cache-Status");
-    return v ? v : "(none)";
-}
-
 /* GET target from the node; must be a 200 with a body. Returns whether it was a plain hit. */
 static bool
 node_get(struct h_test *t, const char *target, const char *extra)
@@ -36,10 +29,10 @@ node_get(struct h_test *t, const char *target, const char *extra)
         fail_msg("GET %s: no response", target);
     if (r.status != 200 || !r.complete)
         fail_msg("GET %s: status %d complete %d, Cache-Status \"%s\"", target, r.status, r.complete,
-                 cs_of(&r));
-    bool hit = strstr(cs_of(&r), "; hit") != NULL && strstr(cs_of(&r), "fwd=") == NULL;
+                 h_cache_status(&r));
+    bool hit = strstr(h_cache_status(&r), "; hit") != NULL && strstr(h_cache_status(&r), "fwd=") == NULL;
     if (!hit)
-        fprintf(stderr, "GET %s: not a hit: Cache-Status \"%s\", Age %s\n", target, cs_of(&r),
+        fprintf(stderr, "GET %s: not a hit: Cache-Status \"%s\", Age %s\n", target, h_cache_status(&r),
                 h_header(&r, "Age") ? h_header(&r, "Age") : "(none)");
     h_resp_free(&r);
     return hit;
@@ -236,8 +229,8 @@ test_purge_tags(void **state)
     EXPECT_PURGED(t, "tag=fresh&soft=1", 1);
     struct h_resp r;
     assert_int_equal(h_get(t->node.port, tv, NULL, &r), 0);
-    if (r.status != 200 || strstr(cs_of(&r), "fwd=stale") == NULL)
-        fail_msg("after a soft purge: status %d, Cache-Status \"%s\"", r.status, cs_of(&r));
+    if (r.status != 200 || strstr(h_cache_status(&r), "fwd=stale") == NULL)
+        fail_msg("after a soft purge: status %d, Cache-Status \"%s\"", r.status, h_cache_status(&r));
     h_resp_free(&r);
     EXPECT_COUNT(t, "/tv", 2);
     char *last = h_origin_last(t, "/tv");
@@ -267,8 +260,8 @@ test_purge_soft_and_variants(void **state)
     EXPECT_PURGED(t, q, 1);
     struct h_resp r;
     assert_int_equal(h_get(t->node.port, s, NULL, &r), 0);
-    if (r.status != 200 || strstr(cs_of(&r), "fwd=stale") == NULL)
-        fail_msg("after a soft purge: status %d, Cache-Status \"%s\"", r.status, cs_of(&r));
+    if (r.status != 200 || strstr(h_cache_status(&r), "fwd=stale") == NULL)
+        fail_msg("after a soft purge: status %d, Cache-Status \"%s\"", r.status, h_cache_status(&r));
     h_resp_free(&r);
     EXPECT_COUNT(t, "/soft", 2);
     char *last = h_origin_last(t, "/soft");
@@ -284,14 +277,14 @@ test_purge_soft_and_variants(void **state)
     snprintf(q, sizeof(q), "soft=1&%s", url_param(t, "prefix", "/so"));
     EXPECT_PURGED(t, q, 1);
     assert_int_equal(h_get(t->node.port, s, NULL, &r), 0);
-    if (strstr(cs_of(&r), "fwd=stale") == NULL)
-        fail_msg("after a soft prefix purge: Cache-Status \"%s\"", cs_of(&r));
+    if (strstr(h_cache_status(&r), "fwd=stale") == NULL)
+        fail_msg("after a soft prefix purge: Cache-Status \"%s\"", h_cache_status(&r));
     h_resp_free(&r);
     EXPECT_COUNT(t, "/soft", 3 + extra);
     EXPECT_PURGED(t, "all=1&soft=1", 1);
     assert_int_equal(h_get(t->node.port, s, NULL, &r), 0);
-    if (strstr(cs_of(&r), "fwd=stale") == NULL)
-        fail_msg("after soft all=1: Cache-Status \"%s\"", cs_of(&r));
+    if (strstr(h_cache_status(&r), "fwd=stale") == NULL)
+        fail_msg("after soft all=1: Cache-Status \"%s\"", h_cache_status(&r));
     h_resp_free(&r);
     EXPECT_COUNT(t, "/soft", 4 + extra);
     hit_after_freshen(t, s, __LINE__);

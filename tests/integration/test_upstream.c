@@ -20,13 +20,6 @@
 #include <time.h>
 
 static void
-nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void
 test_origin_down(void **state)
 {
     struct h_test *t = *state;
@@ -84,7 +77,7 @@ test_first_byte_timeout(void **state)
     /* Wait until the origin holds the request, then check the node still serves others. */
     int64_t deadline = h_now_ms() + 3000;
     while (h_origin_count(t, "/hang") < 1 && h_now_ms() < deadline)
-        nap_ms(10);
+        h_nap_ms(10);
     assert_int_equal(h_origin_count(t, "/hang"), 1);
     struct h_resp r;
     assert_int_equal(h_get(t->node.port, "/meanwhile?body=served", NULL, &r), 0);
@@ -197,7 +190,7 @@ rss_main(void *arg)
         if (kb > s->max_kb)
             s->max_kb = kb;
         s->samples++;
-        nap_ms(50);
+        h_nap_ms(50);
     }
     return NULL;
 }
