@@ -300,6 +300,7 @@ static void *
 reaper_main(void *arg)
 {
     struct cdn_front *fe = arg;
+    pthread_setname_np(pthread_self(), "cdn-reaper"); /* visible in top -H and perf */
     pthread_mutex_lock(&fe->conn_mu);
     while (!fe->stopping) {
         struct timespec ts;
