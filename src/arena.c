@@ -18,6 +18,7 @@ struct block {
 
 struct cdn_arena {
     struct block *head;
+    struct block *first; /* the block made with the arena, kept by a reset */
     size_t next_size;
 };
 
@@ -39,7 +40,7 @@ cdn_arena_new(size_t first)
     struct cdn_arena *a = cdn_malloc(sizeof(*a));
     if (first < 256)
         first = 256;
-    a->head = block_new(first);
+    a->head = a->first = block_new(first);
     a->next_size = first * 2;
     return a;
 }
@@ -56,6 +57,22 @@ cdn_arena_free(struct cdn_arena *a)
         b = n;
     }
     free(a);
+}
+
+void
+cdn_arena_reset(struct cdn_arena *a)
+{
+    struct block *b = a->head;
+    while (b != NULL) {
+        struct block *n = b->next;
+        if (b != a->first)
+            free(b);
+        b = n;
+    }
+    a->first->next = NULL;
+    a->first->used = 0;
+    a->head = a->first;
+    a->next_size = a->first->size * 2;
 }
 
 void *

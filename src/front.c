@@ -48,6 +48,7 @@
 #include "cdnode/log.h"
 #include "cdnode/request.h"
 #include "cdnode/store.h"
+#include "cdnode/tcache.h"
 #include "cdnode/upstream.h"
 
 #include <arpa/inet.h>
@@ -158,6 +159,14 @@ const uint64_t cdn_latency_bounds_us[CDN_LATENCY_BUCKETS] = {
     10000000};
 
 static void
+req_destroy(void *p)
+{
+    struct req *r = p;
+    cdn_arena_free(r->arena);
+    free(r);
+}
+
+static void
 req_unref(struct req *r)
 {
     CDN_CHECK_MAGIC(r, REQ_MAGIC);
@@ -169,9 +178,9 @@ req_unref(struct req *r)
     }
     cdn_gunzip_free(r->gunzip);
     cdn_cache_hit_release(&r->hit);
-    cdn_arena_free(r->arena);
+    cdn_arena_reset(r->arena);
     r->magic = 0;
-    free(r);
+    cdn_tcache_put(CDN_TC_REQ, r, req_destroy);
 }
 
 static void
@@ -327,13 +336,18 @@ static void *
 on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct listener *l = cls;
-    struct req *r = cdn_calloc(1, sizeof(*r));
+    /* This thread's last finished request context, with its arena emptied, when there is one. */
+    struct req *r = cdn_tcache_get(CDN_TC_REQ);
+    struct cdn_arena *arena = r != NULL ? r->arena : cdn_arena_new(4096);
+    if (r == NULL)
+        r = cdn_malloc(sizeof(*r));
+    memset(r, 0, sizeof(*r));
     r->magic = REQ_MAGIC;
     atomic_init(&r->refs, 1);
     r->fe = l->fe;
     r->tls = l->tls;
     r->conn = conn;
-    r->arena = cdn_arena_new(4096);
+    r->arena = arena;
     r->raw_uri = cdn_arena_strdup(r->arena, uri);
     r->w.magic = CDN_WAITER_MAGIC;
     r->w.park = park_conn;

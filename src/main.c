@@ -14,6 +14,7 @@
 #include "cdnode/config.h"
 #include "cdnode/front.h"
 #include "cdnode/log.h"
+#include "cdnode/tcache.h"
 #include "cdnode/upstream.h"
 
 #include <errno.h>
@@ -295,6 +296,7 @@ out:
     cdn_accesslog_close(alog);
     cdn_config_free(&cfg);
     free(flags);
+    cdn_tcache_flush(); /* what this thread recycled: other threads' went when they ended */
     if (rc == 0)
         cdn_info("stopped");
     return rc;

@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <lmdb.h>
 #include "cdnode/sha256.h"
+#include "cdnode/tcache.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -281,6 +282,7 @@ same_bytes(const void *a, size_t alen, const void *b, size_t blen)
 
 struct rtxn {
     MDB_txn *txn;
+    MDB_cursor *meta_cur; /* on s->meta, renewed with the transaction; NULL until first used */
     struct rtxn *next;                /* in the shared pool */
     struct rtxn *all_prev, *all_next; /* every handle of the store (pool_mu) */
 };
@@ -349,6 +351,7 @@ struct cdn_store_lease {
     uint8_t *copy; /* copy-out: every variant's strings */
     struct iovec *iov;
     unsigned iov_cap;
+    unsigned v_cap; /* entries in v */
     uint8_t *body_copy;
 };
 
@@ -478,6 +481,16 @@ used_pages(struct cdn_store *s, MDB_txn *t)
 
 /* ---- read transaction pool ---- */
 
+/* Ends a handle's transaction; a read-only transaction's cursor must be closed on its own. */
+static void
+rtxn_close(struct rtxn *rt)
+{
+    if (rt->meta_cur != NULL)
+        mdb_cursor_close(rt->meta_cur);
+    rt->meta_cur = NULL;
+    mdb_txn_abort(rt->txn);
+}
+
 static void
 rtxn_forget(struct cdn_store *s, struct rtxn *rt)
 {
@@ -514,7 +527,7 @@ rtxn_get(struct cdn_store *s, struct rtxn **out)
             *out = rt;
             return 0;
         }
-        mdb_txn_abort(rt->txn);
+        rtxn_close(rt);
         rtxn_forget(s, rt);
     } else {
         rt = cdn_calloc(1, sizeof(*rt));
@@ -1467,7 +1480,7 @@ cdn_store_close(struct cdn_store *s)
     while (s->all != NULL) {
         struct rtxn *rt = s->all;
         s->all = rt->all_next;
-        mdb_txn_abort(rt->txn);
+        rtxn_close(rt);
         free(rt);
     }
     s->pool = NULL;
@@ -1486,14 +1499,45 @@ cdn_store_close(struct cdn_store *s)
 /* ---- reads ---- */
 
 static void
+lease_destroy(void *p)
+{
+    struct cdn_store_lease *l = p;
+    free(l->v);
+    free(l->iov);
+    free(l);
+}
+
+/* Ends a lease's life: its arrays are kept for this thread's next lookup (tcache.h). */
+static void
 lease_free(struct cdn_store_lease *l)
 {
     l->magic = 0;
-    free(l->v);
     free(l->copy);
-    free(l->iov);
+    l->copy = NULL;
     free(l->body_copy);
-    free(l);
+    l->body_copy = NULL;
+    cdn_tcache_put(CDN_TC_LEASE, l, lease_destroy);
+}
+
+/* A lease for store s: a recycled one when this thread has one big enough. */
+static struct cdn_store_lease *
+lease_new(struct cdn_store *s)
+{
+    struct cdn_store_lease *l = cdn_tcache_get(CDN_TC_LEASE);
+    if (l != NULL && l->v_cap < s->max_variants) {
+        lease_destroy(l);
+        l = NULL;
+    }
+    if (l == NULL) {
+        l = cdn_calloc(1, sizeof(*l));
+        l->v_cap = s->max_variants;
+        l->v = cdn_calloc(l->v_cap, sizeof(*l->v));
+    }
+    l->magic = LEASE_MAGIC;
+    l->s = s;
+    l->rt = NULL;
+    l->n = 0;
+    return l;
 }
 
 /* Moves every variant's strings out of the map into one buffer the lease owns. */
@@ -1540,15 +1584,14 @@ cdn_store_lookup(struct cdn_store *s, const char *key, size_t key_len, struct cd
             atomic_fetch_sub(&s->leases_open, 1);
         return rc;
     }
-    struct cdn_store_lease *l = cdn_calloc(1, sizeof(*l));
-    l->magic = LEASE_MAGIC;
-    l->s = s;
-    l->v = cdn_calloc(s->max_variants, sizeof(*l->v));
+    struct cdn_store_lease *l = lease_new(s);
     uint8_t start[KEY_LEN] = {0};
     cdn_sha256(key, key_len, start);
-    MDB_cursor *c;
-    rc = mdb_cursor_open(rt->txn, s->meta, &c);
+    /* A read-only transaction's cursor outlives a reset: renewing it allocates nothing. */
+    MDB_cursor *c = rt->meta_cur;
+    rc = c != NULL ? mdb_cursor_renew(rt->txn, c) : mdb_cursor_open(rt->txn, s->meta, &c);
     if (rc == 0) {
+        rt->meta_cur = c;
         MDB_val k = {KEY_LEN, start}, v;
         rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
         while (rc == 0 && l->n < s->max_variants && k.mv_size >= HASH_LEN &&
@@ -1568,7 +1611,6 @@ cdn_store_lookup(struct cdn_store *s, const char *key, size_t key_len, struct cd
             }
             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
         }
-        mdb_cursor_close(c);
     }
     if (rc != 0 && rc != MDB_NOTFOUND) {
         cdn_error("store: lookup: %s", mdb_strerror(rc));

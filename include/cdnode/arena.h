@@ -15,6 +15,8 @@ struct cdn_arena;
 struct cdn_arena *cdn_arena_new(size_t first);
 /* Releases the arena and everything allocated from it. NULL is fine. */
 void cdn_arena_free(struct cdn_arena *a);
+/* Forgets every allocation and keeps only the first block, for reuse. */
+void cdn_arena_reset(struct cdn_arena *a);
 /* n bytes aligned for any type, valid until cdn_arena_free(). Never NULL. */
 void *cdn_arena_alloc(struct cdn_arena *a, size_t n);
 /* Copy of s[0..n) with a terminating NUL. */

@@ -393,6 +393,54 @@ test_variants(void **state)
     cdn_store_lease_release(l);
 }
 
+/* A released lease is taken again by this thread's next lookup, in the same store or another;
+ * one made for fewer variants than a store keeps is never reused there. */
+static void
+test_lease_recycled(void **state)
+{
+    struct fx *f = *state;
+    f->o.max_variants = 1;
+    struct cdn_store *s = open_fx(f);
+    assert_int_equal(put_str(s, "http://a.test/r", NULL, "r"), 0);
+    struct cdn_store_lease *small;
+    assert_int_equal(cdn_store_lookup(s, "http://a.test/r", 15, &small), 0);
+    cdn_store_lease_release(small);
+    cdn_store_close(s);
+    f->s = NULL;
+
+    f->o.max_variants = 4;
+    s = open_fx(f);
+    const char *key = "http://a.test/v";
+    const char *vs[] = {"accept-encoding:gzip\n", "accept-encoding:br\n", "accept-encoding\n",
+                        "accept-encoding:zstd\n"};
+    for (int i = 0; i < 4; i++) {
+        struct cdn_store_meta m = meta(key, vs[i]);
+        char body[16];
+        snprintf(body, sizeof(body), "body%d", i);
+        assert_int_equal(put_sync(s, &m, body, strlen(body)), 0);
+    }
+    struct cdn_store_lease *l, *again;
+    assert_int_equal(cdn_store_lookup(s, key, strlen(key), &l), 0);
+    assert_int_equal(cdn_store_lease_count(l), 4);
+    for (int i = 0; i < 4; i++) {
+        int v = find_variant(l, vs[i]);
+        assert_true(v >= 0);
+        const struct iovec *iov;
+        unsigned niov;
+        assert_int_equal(cdn_store_lease_body(l, (unsigned)v, &iov, &niov), 0);
+        assert_int_equal(niov, 1);
+        assert_memory_equal(iov[0].iov_base, "body", 4);
+        assert_int_equal(((const char *)iov[0].iov_base)[4], '0' + i);
+    }
+    cdn_store_lease_release(l);
+    assert_int_equal(cdn_store_lookup(s, key, strlen(key), &again), 0);
+    assert_ptr_equal(again, l); /* the same lease, reused */
+    assert_int_equal(cdn_store_lease_count(again), 4);
+    cdn_store_lease_release(again);
+    /* A lookup that finds nothing recycles its lease too. */
+    assert_int_equal(cdn_store_lookup(s, "http://a.test/none", 18, &l), CDN_ENOTFOUND);
+}
+
 static void
 test_update_keeps_body(void **state)
 {
@@ -1253,6 +1301,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_roundtrip_multichunk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_default_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_recycled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_keeps_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge, setup, teardown),

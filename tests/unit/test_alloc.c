@@ -1,0 +1,137 @@
+/*
+ * The request allocators: the arena (bump allocation, large blocks, reset keeping only its
+ * first block) and the per-thread object caches (LIFO reuse, the depth bound, independence of
+ * threads, destruction when a thread ends and on flush).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "cdnode/arena.h"
+#include "cdnode/common.h"
+#include "cdnode/tcache.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+test_arena_alloc(void **state)
+{
+    (void)state;
+    struct cdn_arena *a = cdn_arena_new(256);
+    char *p[64];
+    for (int i = 0; i < 64; i++) { /* many blocks: 64 x 100 bytes over a 256-byte first one */
+        p[i] = cdn_arena_alloc(a, 100);
+        assert_int_equal((uintptr_t)p[i] % _Alignof(max_align_t), 0);
+        memset(p[i], i, 100);
+    }
+    char *big = cdn_arena_alloc(a, 100000); /* a block of its own */
+    memset(big, 0xee, 100000);
+    for (int i = 0; i < 64; i++)
+        for (int j = 0; j < 100; j++)
+            assert_int_equal((unsigned char)p[i][j], i);
+    assert_string_equal(cdn_arena_printf(a, "%s-%d", "x", 42), "x-42");
+    assert_string_equal(cdn_arena_strndup(a, "abcdef", 3), "abc");
+    cdn_arena_free(a);
+}
+
+static void
+test_arena_reset(void **state)
+{
+    (void)state;
+    struct cdn_arena *a = cdn_arena_new(1024);
+    char *first = cdn_arena_alloc(a, 16);
+    for (int round = 0; round < 3; round++) {
+        /* fill past the first block, with a large block in the chain */
+        for (int i = 0; i < 50; i++)
+            memset(cdn_arena_alloc(a, 200), round, 200);
+        memset(cdn_arena_alloc(a, 50000), round, 50000);
+        cdn_arena_reset(a);
+        /* the first allocation after a reset is the first block's start again */
+        char *again = cdn_arena_alloc(a, 16);
+        assert_ptr_equal(again, first);
+    }
+    cdn_arena_free(a); /* with ASan or valgrind: every block of every round was freed */
+}
+
+static atomic_int destroyed;
+
+static void
+destroy(void *p)
+{
+    atomic_fetch_add(&destroyed, 1);
+    free(p);
+}
+
+static void
+test_tcache_lifo_and_bound(void **state)
+{
+    (void)state;
+    cdn_tcache_flush();
+    atomic_store(&destroyed, 0);
+    assert_null(cdn_tcache_get(CDN_TC_REQ));
+    void *a = cdn_malloc(8), *b = cdn_malloc(8);
+    cdn_tcache_put(CDN_TC_REQ, a, destroy);
+    cdn_tcache_put(CDN_TC_REQ, b, destroy);
+    assert_null(cdn_tcache_get(CDN_TC_LEASE)); /* kinds are separate */
+    assert_ptr_equal(cdn_tcache_get(CDN_TC_REQ), b);
+    assert_ptr_equal(cdn_tcache_get(CDN_TC_REQ), a);
+    assert_null(cdn_tcache_get(CDN_TC_REQ));
+    /* one more than the depth: the last is destroyed at once */
+    void *items[CDN_TCACHE_DEPTH + 1];
+    items[0] = a;
+    items[1] = b;
+    for (int i = 2; i <= CDN_TCACHE_DEPTH; i++)
+        items[i] = cdn_malloc(8);
+    for (int i = 0; i <= CDN_TCACHE_DEPTH; i++)
+        cdn_tcache_put(CDN_TC_REQ, items[i], destroy);
+    assert_int_equal(atomic_load(&destroyed), 1);
+    cdn_tcache_flush();
+    assert_int_equal(atomic_load(&destroyed), CDN_TCACHE_DEPTH + 1);
+    assert_null(cdn_tcache_get(CDN_TC_REQ));
+}
+
+static void *
+thread_puts(void *arg)
+{
+    void **seen = arg;
+    *seen = cdn_tcache_get(CDN_TC_LEASE); /* not the main thread's object */
+    for (int i = 0; i < 5; i++)
+        cdn_tcache_put(CDN_TC_LEASE, cdn_malloc(8), destroy);
+    return NULL;
+}
+
+static void
+test_tcache_threads(void **state)
+{
+    (void)state;
+    cdn_tcache_flush();
+    atomic_store(&destroyed, 0);
+    void *mine = cdn_malloc(8);
+    cdn_tcache_put(CDN_TC_LEASE, mine, destroy);
+    void *seen = &seen;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, thread_puts, &seen), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_null(seen);
+    /* the thread's five went when it ended; ours is still here */
+    assert_int_equal(atomic_load(&destroyed), 5);
+    assert_ptr_equal(cdn_tcache_get(CDN_TC_LEASE), mine);
+    free(mine);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_arena_alloc),
+        cmocka_unit_test(test_arena_reset),
+        cmocka_unit_test(test_tcache_lifo_and_bound),
+        cmocka_unit_test(test_tcache_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
