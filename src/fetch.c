@@ -70,6 +70,9 @@ struct cdn_fetch {
     struct cdn_waiter *waiters;
     unsigned n_waiters;
     bool ever_attached;
+    /* readers' wake-ups from the producer: batched when it asked (cdn_fetch_defer_wakes) */
+    bool defer_wakes;
+    bool wake_pending;
     /* producer wake-up */
     void (*kick)(void *);
     void *kick_arg;
@@ -322,6 +325,70 @@ wake_all(struct cdn_fetch *f)
             w->wake(w);
         }
     }
+}
+
+/*
+ * Under mu: nothing a reader could do now but wait again. A stored body's last byte waits for
+ * the commit, and a held head for the store's answer; cdn_fetch_stored() wakes them.
+ */
+static bool
+only_the_store_can_advance(const struct cdn_fetch *f)
+{
+    if (f->head_held)
+        return true;
+    return f->storing && f->state == CDN_FETCH_HEADERS &&
+           (f->body_complete ||
+            (f->content_length >= 0 && f->received >= (uint64_t)f->content_length));
+}
+
+/* Under mu: the producer has something for the readers. */
+static void
+producer_wake(struct cdn_fetch *f)
+{
+    if (f->defer_wakes)
+        f->wake_pending = true;
+    else
+        wake_all(f);
+}
+
+void
+cdn_fetch_defer_wakes(struct cdn_fetch *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->defer_wakes = true;
+    pthread_mutex_unlock(&f->mu);
+}
+
+void
+cdn_fetch_flush_wakes(struct cdn_fetch *f)
+{
+    pthread_mutex_lock(&f->mu);
+    if (f->wake_pending) {
+        f->wake_pending = false;
+        if (!only_the_store_can_advance(f))
+            wake_all(f);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+bool
+cdn_fetch_read_all(struct cdn_fetch *f, struct cdn_waiter *w, char *buf, size_t len)
+{
+    pthread_mutex_lock(&f->mu);
+    bool ok = f->state == CDN_FETCH_DONE && f->received == len && f->base == 0 && w->off == 0;
+    if (ok) {
+        size_t copied = 0;
+        for (struct chunk *c = f->head; c && copied < len; c = c->next) {
+            size_t take = c->len < len - copied ? c->len : len - copied;
+            memcpy(buf + copied, c->data, take);
+            copied += take;
+        }
+        ok = copied == len;
+        if (ok)
+            w->off = len;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return ok;
 }
 
 static void
@@ -610,7 +677,7 @@ cdn_fetch_publish(struct cdn_fetch *f, int status, const struct cdn_hdrs *hdrs,
         f->head_held = true; /* cdn_fetch_stored() publishes it */
     else
         f->state = CDN_FETCH_HEADERS;
-    wake_all(f);
+    producer_wake(f);
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -659,7 +726,7 @@ cdn_fetch_append(struct cdn_fetch *f, const char *data, size_t n)
         free_chunks(f);
         f->base = f->received;
     }
-    wake_all(f);
+    producer_wake(f);
     bool storing = f->storing;
     pthread_mutex_unlock(&f->mu);
     if (storing)
@@ -679,7 +746,7 @@ cdn_fetch_finish(struct cdn_fetch *f)
     f->body_complete = true;
     if (f->state == CDN_FETCH_HEADERS && !storing && !f->head_held)
         f->state = CDN_FETCH_DONE;
-    wake_all(f);
+    producer_wake(f);
     pthread_mutex_unlock(&f->mu);
     end_sink(f, true); /* a storing sink calls cdn_fetch_stored() when the commit settled */
 }

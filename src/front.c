@@ -70,6 +70,9 @@
 #define REAP_INTERVAL_MS 250
 /* Body bytes read and dropped after a 413 decision before closing instead of answering. */
 #define DRAIN_LIMIT (1024 * 1024)
+/* A forwarded body up to this size that is complete when its response is made goes out from
+ * one buffer instead of through the streaming reader. */
+#define WHOLE_BODY_MAX (64 * 1024)
 
 struct cdn_front {
     uint32_t magic;
@@ -896,6 +899,7 @@ queue_forwarded(struct req *r, const char *method)
             answer = 412;
     }
     struct MHD_Response *resp;
+    char *whole;
     if (head || !status_has_body(answer) || answer == 412) {
         /* No body goes out. For HEAD and 304 MHD writes Content-Length from the size, which must
          * then be the length of the full representation (RFC 9110 §8.6), or absent. */
@@ -904,6 +908,15 @@ queue_forwarded(struct req *r, const char *method)
             size = (uint64_t)cl;
         /* Never MHD_SIZE_UNKNOWN here: MHD would frame a 304 as chunked and send a body. */
         resp = MHD_create_response_from_callback(size, 4096, body_reader, r, release_req);
+    } else if (cl > 0 && cl <= WHOLE_BODY_MAX &&
+               cdn_fetch_read_all(f, &r->w, (whole = cdn_arena_alloc(r->arena, (size_t)cl)),
+                                  (size_t)cl)) {
+        /* The whole body is here (a small object, stored already): one buffer, which
+         * libmicrohttpd sends with the header block in one call. */
+        resp = MHD_create_response_from_buffer_with_free_callback_cls((size_t)cl, whole,
+                                                                      release_req, r);
+        atomic_fetch_add_explicit(&fe->n_bytes_out, (uint64_t)cl, memory_order_relaxed);
+        r->bytes_sent += (uint64_t)cl;
     } else {
         /* libmicrohttpd allocates and zeroes a block of this size per response: no larger
          * than the body needs. */

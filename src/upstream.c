@@ -76,6 +76,7 @@ struct xfer {
     bool paused;
     bool sink_wait; /* paused because the store was behind: retried on a short timer */
     bool followers_released; /* collapse_wait passed without a head */
+    bool touched;            /* handed the fetch something: flush its readers' wake-ups */
     int64_t started_ms;
     int64_t last_ms;
     char reason[256];
@@ -216,6 +217,7 @@ on_header(char *p, size_t size, size_t nmemb, void *arg)
         x->headers_done = true;
         x->last_ms = cdn_now_ms();
         cdn_fetch_publish(x->f, x->status, &x->resp, cl);
+        x->touched = true;
         return n;
     }
     if (p[0] == ' ' || p[0] == '\t') {
@@ -259,6 +261,7 @@ on_body(char *p, size_t size, size_t nmemb, void *arg)
         return CURL_WRITEFUNC_PAUSE;
     }
     x->paused = false;
+    x->touched = true;
     x->last_ms = cdn_now_ms();
     atomic_fetch_add_explicit(&x->up->n_bytes, n, memory_order_relaxed);
     return n;
@@ -443,6 +446,8 @@ xfer_free(struct xfer *x)
     }
     curl_slist_free_all(x->hdrs);
     free(x->url);
+    if (x->touched)
+        cdn_fetch_flush_wakes(x->f);
     cdn_fetch_unref(x->f);
     free(x);
     atomic_fetch_sub_explicit(&up->n_inflight, 1, memory_order_relaxed);
@@ -554,6 +559,7 @@ xfer_done(struct cdn_upstream *up, struct xfer *x, CURLcode rc)
         cdn_fetch_fail(f, x->fail_status, x->reason);
     } else if (rc == CURLE_OK && x->headers_done) {
         cdn_fetch_finish(f);
+        x->touched = true;
         return;
     } else {
         char why[512];
@@ -888,6 +894,12 @@ run(void *arg)
             if (msg->msg == CURLMSG_DONE)
                 finished(up, msg->easy_handle, msg->data.result);
         }
+        /* One wake-up per reader for everything this round brought (cdn_fetch_defer_wakes). */
+        for (struct xfer *x = up->active; x; x = x->next)
+            if (x->touched) {
+                x->touched = false;
+                cdn_fetch_flush_wakes(x->f);
+            }
         now = cdn_now_ms();
         int64_t next = check_timeouts(up, now);
         if (up->next_check_ms < next)
@@ -952,6 +964,7 @@ void
 cdn_upstream_submit(struct cdn_upstream *up, struct cdn_fetch *f)
 {
     CDN_CHECK_MAGIC(up, UPSTREAM_MAGIC);
+    cdn_fetch_defer_wakes(f); /* this thread's loop flushes them (run) */
     pthread_mutex_lock(&up->mu);
     if (up->stopping) {
         pthread_mutex_unlock(&up->mu);

@@ -153,6 +153,19 @@ int64_t cdn_fetch_content_length(const struct cdn_fetch *f); /* -1 if unknown */
 /* After FAILED before HEADERS: the status to answer (502/504) and a one-line reason. */
 int cdn_fetch_error(const struct cdn_fetch *f, const char **reason);
 
+/*
+ * Producer side: from now on publish, append and finish do not wake readers themselves; the
+ * producer calls cdn_fetch_flush_wakes() once it has handed over what it had (one wake-up for a
+ * head and body that arrived together). A flush wakes nobody when readers could only wait for the
+ * store (the last byte of a stored body, a held head): the commit wakes them, once.
+ */
+void cdn_fetch_defer_wakes(struct cdn_fetch *f);
+void cdn_fetch_flush_wakes(struct cdn_fetch *f);
+/*
+ * When the fetch is DONE, its whole body of len bytes is still buffered and w has read nothing:
+ * copies it into buf, marks it read by w and returns true. Otherwise false, and nothing changed.
+ */
+bool cdn_fetch_read_all(struct cdn_fetch *f, struct cdn_waiter *w, char *buf, size_t len);
 enum cdn_read_result { CDN_READ_DATA, CDN_READ_PARKED, CDN_READ_END, CDN_READ_ERROR };
 /*
  * Copies up to max body bytes at w->off into buf and advances w->off (DATA, *n > 0); or parks w

@@ -135,6 +135,137 @@ test_read_park_wake_end(void **state)
     cdn_fetch_unref(f);
 }
 
+/* A sink that takes the body and records end(); the test calls cdn_fetch_stored() itself. */
+static int sink_ends;
+static enum cdn_sink_take
+sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *h, int64_t cl)
+{
+    (void)arg, (void)f, (void)status, (void)h, (void)cl;
+    return CDN_SINK_BODY;
+}
+static void
+sink_data(void *arg, const char *p, size_t n)
+{
+    (void)arg, (void)p, (void)n;
+}
+static void
+sink_end(void *arg, struct cdn_fetch *f, bool complete)
+{
+    (void)arg, (void)f, (void)complete;
+    sink_ends++;
+}
+
+/* Deferred wake-ups: head and body of one round wake a parked reader once, at the flush. */
+static void
+test_deferred_wakes_batch(void **state)
+{
+    (void)state;
+    struct cdn_fetch *f = new_fetch(0, false);
+    cdn_fetch_defer_wakes(f);
+    struct probe p;
+    probe_init(&p);
+    cdn_fetch_attach(f, &p.w);
+    assert_int_equal(cdn_fetch_wait_headers(f, &p.w), CDN_FETCH_PENDING);
+    publish_200(f, 10);
+    assert_true(cdn_fetch_append(f, "hello", 5));
+    assert_int_equal(p.wakes, 0);
+    cdn_fetch_flush_wakes(f);
+    assert_int_equal(p.wakes, 1);
+    cdn_fetch_flush_wakes(f); /* nothing new: nobody is woken again */
+    assert_int_equal(p.wakes, 1);
+    char buf[16];
+    size_t n;
+    assert_int_equal(cdn_fetch_wait_headers(f, &p.w), CDN_FETCH_HEADERS);
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_DATA);
+    assert_int_equal(n, 5);
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_PARKED);
+    assert_true(cdn_fetch_append(f, "world", 5));
+    cdn_fetch_finish(f);
+    assert_int_equal(p.wakes, 1);
+    cdn_fetch_flush_wakes(f);
+    assert_int_equal(p.wakes, 2);
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_DATA);
+    assert_memory_equal(buf, "world", 5);
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_END);
+    cdn_fetch_detach(f, &p.w);
+    cdn_fetch_unref(f);
+}
+
+/* A stored body that arrived whole: the flush wakes nobody (only the last byte could be read);
+ * the commit wakes the reader once, and then the whole body is there at once. */
+static void
+test_deferred_wake_waits_for_commit(void **state)
+{
+    (void)state;
+    struct cdn_fetch *f = new_fetch(0, false);
+    struct cdn_fetch_sink sink = {.head = sink_head, .data = sink_data, .end = sink_end};
+    cdn_fetch_set_sink(f, &sink);
+    cdn_fetch_defer_wakes(f);
+    struct probe p;
+    probe_init(&p);
+    cdn_fetch_attach(f, &p.w);
+    assert_int_equal(cdn_fetch_wait_headers(f, &p.w), CDN_FETCH_PENDING);
+    publish_200(f, 5);
+    assert_true(cdn_fetch_append(f, "hello", 5));
+    sink_ends = 0;
+    cdn_fetch_finish(f);
+    assert_int_equal(sink_ends, 1);
+    cdn_fetch_flush_wakes(f);
+    assert_int_equal(p.wakes, 0);
+    char buf[8];
+    assert_false(cdn_fetch_read_all(f, &p.w, buf, 5)); /* not committed yet */
+    cdn_fetch_stored(f);
+    assert_int_equal(p.wakes, 1);
+    assert_int_equal(cdn_fetch_state(f), CDN_FETCH_DONE);
+    assert_false(cdn_fetch_read_all(f, &p.w, buf, 4)); /* not the body's length */
+    assert_true(cdn_fetch_read_all(f, &p.w, buf, 5));
+    assert_memory_equal(buf, "hello", 5);
+    size_t n;
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_END);
+    assert_false(cdn_fetch_read_all(f, &p.w, buf, 5)); /* already read */
+    cdn_fetch_detach(f, &p.w);
+    cdn_fetch_unref(f);
+}
+
+/* A body that is still arriving wakes its reader at each flush (streaming is not delayed). */
+static void
+test_deferred_wake_streams_partial_body(void **state)
+{
+    (void)state;
+    struct cdn_fetch *f = new_fetch(0, false);
+    struct cdn_fetch_sink sink = {.head = sink_head, .data = sink_data, .end = sink_end};
+    cdn_fetch_set_sink(f, &sink);
+    cdn_fetch_defer_wakes(f);
+    struct probe p;
+    probe_init(&p);
+    cdn_fetch_attach(f, &p.w);
+    assert_int_equal(cdn_fetch_wait_headers(f, &p.w), CDN_FETCH_PENDING);
+    publish_200(f, 10);
+    cdn_fetch_flush_wakes(f); /* the head alone */
+    assert_int_equal(p.wakes, 1);
+    char buf[16];
+    size_t n;
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_PARKED);
+    assert_true(cdn_fetch_append(f, "hello", 5));
+    cdn_fetch_flush_wakes(f);
+    assert_int_equal(p.wakes, 2);
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_DATA);
+    assert_int_equal(n, 4); /* a stored body's last byte so far always waits */
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_PARKED);
+    assert_true(cdn_fetch_append(f, "world", 5)); /* complete: all but the last byte waits */
+    cdn_fetch_flush_wakes(f);
+    assert_int_equal(p.wakes, 2);
+    cdn_fetch_finish(f);
+    cdn_fetch_stored(f);
+    assert_int_equal(p.wakes, 3);
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_DATA);
+    assert_int_equal(n, 6);
+    assert_memory_equal(buf, "oworld", 6);
+    assert_int_equal(cdn_fetch_read(f, &p.w, buf, sizeof(buf), &n), CDN_READ_END);
+    cdn_fetch_detach(f, &p.w);
+    cdn_fetch_unref(f);
+}
+
 static void
 test_two_readers_independent_offsets(void **state)
 {
@@ -286,6 +417,9 @@ main(void)
         cmocka_unit_test(test_request_copied),
         cmocka_unit_test(test_park_until_headers),
         cmocka_unit_test(test_read_park_wake_end),
+        cmocka_unit_test(test_deferred_wakes_batch),
+        cmocka_unit_test(test_deferred_wake_waits_for_commit),
+        cmocka_unit_test(test_deferred_wake_streams_partial_body),
         cmocka_unit_test(test_two_readers_independent_offsets),
         cmocka_unit_test(test_window_pauses_and_kicks),
         cmocka_unit_test(test_fail_before_headers),
