@@ -477,6 +477,8 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
     m->response_time = now;
     m->expires_at = expires_at(s, status, kept, now);
     s->put = cdn_store_put_begin(s->c->store);
+    if (content_length > 0)
+        cdn_store_put_expect(s->put, (uint64_t)content_length);
     return CDN_SINK_BODY;
 }
 

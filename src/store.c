@@ -327,8 +327,10 @@ struct cdn_store_put {
     uint32_t magic;
     struct cdn_store *s;
     uint64_t body_id;
-    uint8_t *buf; /* the chunk being filled */
+    uint8_t *buf; /* the chunk being filled, cap bytes allocated (up to chunk_size) */
     size_t fill;
+    size_t cap;
+    uint64_t expect; /* the body's announced length; 0: unknown */
     uint32_t nchunks; /* chunks handed to the writer */
     uint64_t size;
     _Atomic int err; /* set by the writer when a chunk could not be stored */
@@ -1763,6 +1765,7 @@ put_send_chunk(struct cdn_store_put *p)
     op->len = p->fill;
     p->buf = NULL;
     p->fill = 0;
+    p->cap = 0;
     atomic_fetch_add(&p->s->backlog, op->len);
     submit(p->s, op);
 }
@@ -1781,9 +1784,19 @@ cdn_store_put_write(struct cdn_store_put *p, const void *data, size_t n)
     }
     const uint8_t *src = data;
     while (n > 0) {
-        if (p->buf == NULL)
-            p->buf = cdn_malloc(s->chunk_size);
-        size_t take = s->chunk_size - p->fill < n ? s->chunk_size - p->fill : n;
+        if (p->fill == p->cap) {
+            /* A chunk buffer no larger than the body needs: what is announced and not yet
+             * written, else 16 KiB growing fourfold, up to a whole chunk. */
+            size_t want = p->cap * 4;
+            if (p->cap == 0)
+                want = p->expect > p->size && p->expect - p->size >= n ? p->expect - p->size
+                                                                        : 16 * 1024;
+            if (want > s->chunk_size)
+                want = s->chunk_size;
+            p->buf = cdn_realloc(p->buf, want);
+            p->cap = want;
+        }
+        size_t take = p->cap - p->fill < n ? p->cap - p->fill : n;
         memcpy(p->buf + p->fill, src, take);
         p->fill += take;
         p->size += take;
@@ -1793,6 +1806,13 @@ cdn_store_put_write(struct cdn_store_put *p, const void *data, size_t n)
             put_send_chunk(p);
     }
     return 0;
+}
+
+void
+cdn_store_put_expect(struct cdn_store_put *p, uint64_t size)
+{
+    CDN_CHECK_MAGIC(p, PUT_MAGIC);
+    p->expect = size;
 }
 
 void

@@ -161,6 +161,9 @@ struct cdn_store_put *cdn_store_put_begin(struct cdn_store *s);
  * put can only be aborted (or committed, which then reports the same error).
  */
 int cdn_store_put_write(struct cdn_store_put *p, const void *data, size_t n);
+/* The body's announced length, before the first write: chunk buffers are then sized to it (a
+ * hint; more or fewer bytes may still come). */
+void cdn_store_put_expect(struct cdn_store_put *p, uint64_t size);
 /*
  * Writes the metadata (m is copied; m->body_size is ignored, the bytes written count), making the
  * object visible and replacing the variant of m->key with the same vary string, if any. When the

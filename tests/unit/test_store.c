@@ -328,6 +328,46 @@ test_roundtrip_multichunk(void **state)
     free(body);
 }
 
+/* Chunk buffers sized from an announced length: right, too small, too large, or none, the
+ * stored body is the bytes written, in chunks of chunk_size. */
+static void
+test_put_expect(void **state)
+{
+    struct fx *f = *state;
+    f->o.chunk_size = 64 * 1024;
+    struct cdn_store *s = open_fx(f);
+    size_t len = 150 * 1000;
+    uint8_t *body = pattern(len, 3);
+    const uint64_t expects[] = {150 * 1000, 10, 1000 * 1000, 0, 1};
+    for (unsigned i = 0; i < sizeof(expects) / sizeof(expects[0]); i++) {
+        struct cdn_store_put *p = cdn_store_put_begin(s);
+        if (expects[i] > 0)
+            cdn_store_put_expect(p, expects[i]);
+        for (size_t off = 0; off < len; off += 7000)
+            assert_int_equal(
+                cdn_store_put_write(p, body + off, len - off < 7000 ? len - off : 7000), 0);
+        char key[64];
+        snprintf(key, sizeof(key), "http://a.test/expect/%u", i);
+        struct cdn_store_meta m = meta(key, NULL);
+        int r = 1;
+        cdn_store_put_commit(p, &m, on_done, &r);
+        assert_int_equal(cdn_store_flush(s), 0);
+        assert_int_equal(r, 0);
+        struct cdn_store_lease *l;
+        assert_int_equal(cdn_store_lookup(s, key, strlen(key), &l), 0);
+        const struct iovec *iov;
+        unsigned n;
+        assert_int_equal(cdn_store_lease_body(l, 0, &iov, &n), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(iov[0].iov_len, 64 * 1024);
+        assert_int_equal(iov[1].iov_len, 64 * 1024);
+        assert_int_equal(iov[2].iov_len, len - 128 * 1024);
+        cdn_store_lease_release(l);
+        assert_body(s, key, NULL, body, len);
+    }
+    free(body);
+}
+
 static void
 test_roundtrip_default_chunks(void **state)
 {
@@ -1299,6 +1339,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_multichunk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_expect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_default_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_recycled, setup, teardown),
