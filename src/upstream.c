@@ -43,6 +43,9 @@
 #include <string.h>
 
 #define UPSTREAM_MAGIC 0x0b5e7ea1u
+/* Finished transfers' easy handles kept for the next ones: curl_easy_init() and the first
+ * transfer's buffers cost more than setting every option again. */
+#define EASY_POOL 64
 
 _Static_assert(CDN_MAX_ORIGINS <= CDN_POOL_MAX, "every configured upstream needs a pool member");
 
@@ -61,7 +64,7 @@ struct xfer {
     struct cdn_upstream *up;
     struct cdn_fetch *f;
     CURL *easy;
-    struct curl_slist *hdrs;
+    struct curl_slist *hdrs; /* one block: nodes point at the fetch's header lines */
     char *url;      /* origin + target of this attempt */
     struct members *set; /* the member set x->member belongs to (a reference), or NULL */
     int member;     /* member of this attempt, -1 when none is held */
@@ -102,6 +105,8 @@ struct cdn_upstream {
     pthread_mutex_t pool_mu;
     struct members *set;                  /* under pool_mu; replaced only by the upstream thread */
     struct xfer *active;                  /* upstream thread only */
+    CURL *idle[EASY_POOL];                /* upstream thread only: handles to reuse */
+    unsigned n_idle;
     struct probe probes[CDN_MAX_ORIGINS]; /* upstream thread only, by member of up->set */
     int64_t next_check_ms;                /* upstream thread only */
     _Atomic uint64_t n_requests, n_errors, n_bytes, n_active, n_inflight;
@@ -430,13 +435,32 @@ observe(struct cdn_upstream *up, struct members *set, int m, bool ok, bool from_
 
 /* ---- transfers ---- */
 
+/* A handle whose every option xfer_start() sets again: one from the pool, or a new one. */
+static CURL *
+easy_take(struct cdn_upstream *up)
+{
+    if (up->n_idle > 0)
+        return up->idle[--up->n_idle];
+    return curl_easy_init();
+}
+
+/* A handle taken out of the multi handle: kept for reuse, or cleaned up. */
+static void
+easy_give(struct cdn_upstream *up, CURL *e)
+{
+    if (up->n_idle < EASY_POOL)
+        up->idle[up->n_idle++] = e;
+    else
+        curl_easy_cleanup(e);
+}
+
 static void
 xfer_free(struct xfer *x)
 {
     struct cdn_upstream *up = x->up;
     if (x->easy) {
         curl_multi_remove_handle(up->multi, x->easy);
-        curl_easy_cleanup(x->easy);
+        easy_give(up, x->easy);
     }
     member_release(up, x);
     if (x->set) {
@@ -444,7 +468,7 @@ xfer_free(struct xfer *x)
         members_unref(x->set);
         pthread_mutex_unlock(&up->pool_mu);
     }
-    curl_slist_free_all(x->hdrs);
+    free(x->hdrs);
     free(x->url);
     if (x->touched)
         cdn_fetch_flush_wakes(x->f);
@@ -458,10 +482,10 @@ static void
 xfer_reset(struct xfer *x)
 {
     curl_multi_remove_handle(x->up->multi, x->easy);
-    curl_easy_cleanup(x->easy);
+    easy_give(x->up, x->easy);
     x->easy = NULL;
     member_release(x->up, x);
-    curl_slist_free_all(x->hdrs);
+    free(x->hdrs);
     x->hdrs = NULL;
     x->status = 0;
     x->hdr_bytes = 0;
@@ -478,15 +502,23 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
     struct cdn_fetch *f = x->f;
     x->member = m;
     x->tried |= 1u << m;
-    CURL *e = curl_easy_init();
+    CURL *e = easy_take(up);
     if (e == NULL) {
         cdn_fetch_fail(f, 502, "upstream client could not be initialized");
         return false;
     }
     x->easy = e;
     const char *method = cdn_fetch_method(f);
-    for (const char *const *h = cdn_fetch_req_headers(f); *h; h++)
-        x->hdrs = curl_slist_append(x->hdrs, *h);
+    /* libcurl only reads the list (curl_slist is public): one block, no copies of the lines,
+     * which the fetch keeps until it is freed, after x. */
+    const char *const *lines = cdn_fetch_req_headers(f);
+    size_t nl = 0;
+    while (lines[nl])
+        nl++;
+    x->hdrs = nl ? cdn_malloc(nl * sizeof(*x->hdrs)) : NULL;
+    for (size_t i = 0; i < nl; i++)
+        x->hdrs[i] = (struct curl_slist){.data = (char *)lines[i],
+                                         .next = i + 1 < nl ? &x->hdrs[i + 1] : NULL};
     const char *target = cdn_fetch_target(f);
     const char *origin = x->set->url[m];
     free(x->url);
@@ -515,6 +547,12 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
     if (cfg->origin_ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->origin_ca_file);
+    /* A reused handle keeps what its last transfer set: back to a plain GET first. */
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, NULL);
+    curl_easy_setopt(e, CURLOPT_READDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)-1);
     if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (cdn_fetch_req_has_body(f)) {
@@ -1008,6 +1046,8 @@ cdn_upstream_stop(struct cdn_upstream *up)
     pthread_mutex_unlock(&up->mu);
     curl_multi_wakeup(up->multi);
     pthread_join(up->thread, NULL);
+    while (up->n_idle > 0)
+        curl_easy_cleanup(up->idle[--up->n_idle]);
     curl_multi_cleanup(up->multi);
     members_unref(up->pending);
     members_unref(up->set);

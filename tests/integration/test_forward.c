@@ -263,6 +263,70 @@ test_post_bodies(void **state)
     H_PASS(t);
 }
 
+/*
+ * The node reuses its upstream transfer handles: each request must still go up as itself, with
+ * nothing left over from the one before (method, body, framing), whatever the order.
+ */
+static void
+test_methods_in_turn(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t, NULL);
+    int port = t->node.port;
+    static const struct {
+        const char *method, *path, *extra, *body;
+    } seq[] = {
+        {"POST", "/m1", "Content-Length: 5\r\n", "12345"},
+        {"GET", "/m2", "", ""},
+        {"HEAD", "/m3", "", ""},
+        {"GET", "/m4", "", ""},
+        {"PUT", "/m5", "Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n0\r\n\r\n"},
+        {"OPTIONS", "/m6", "", ""},
+        {"DELETE", "/m7", "", ""},
+        {"GET", "/m8", "", ""},
+        {"HEAD", "/m9", "", ""},
+        {"POST", "/m10", "Content-Length: 2\r\n", "xy"},
+        {"GET", "/m11", "", ""},
+    };
+    for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++) {
+        char req[512];
+        int n = snprintf(req, sizeof(req), "%s %s?cc=no-store HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n%s",
+                         seq[i].method, seq[i].path, port, seq[i].extra, seq[i].body);
+        struct h_resp r;
+        assert_int_equal(
+            h_request(port, req, (size_t)n, strcmp(seq[i].method, "HEAD") == 0, 0, &r), 0);
+        assert_int_equal(r.status, 200);
+        h_resp_free(&r);
+        char *head = h_origin_last(t, seq[i].path);
+        assert_non_null(head);
+        char line[64];
+        snprintf(line, sizeof(line), "%s %s?", seq[i].method, seq[i].path);
+        if (strncmp(head, line, strlen(line)) != 0)
+            fail_msg("request %zu reached the origin as: %.60s", i, head);
+        char *cl = h_head_join(head, "Content-Length"), *te = h_head_join(head, "Transfer-Encoding");
+        size_t len = 0;
+        uint64_t full = 0;
+        char *body = h_origin_lastbody(t, seq[i].path, &len, &full);
+        if (strcmp(seq[i].method, "POST") == 0) {
+            assert_int_equal(full, strlen(seq[i].body));
+            assert_memory_equal(body, seq[i].body, full);
+        } else if (strcmp(seq[i].method, "PUT") == 0) {
+            assert_int_equal(full, 3);
+            assert_memory_equal(body, "abc", 3);
+        } else {
+            /* no body, and no framing that announces one */
+            assert_int_equal(full, 0);
+            assert_null(te);
+            assert_true(cl == NULL || strcmp(cl, "0") == 0);
+        }
+        free(cl);
+        free(te);
+        free(body);
+        free(head);
+    }
+    H_PASS(t);
+}
+
 static void
 test_request_body_limit(void **state)
 {
@@ -434,6 +498,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_response_hop_fields, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_absolute_form, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_post_bodies, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_methods_in_turn, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_request_body_limit, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_origin_keepalive_reuse, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_status_passthrough, h_setup, h_teardown),
