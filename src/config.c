@@ -77,6 +77,9 @@ static const struct key keys[] = {
     /* Above 32k MHD mmaps a pool per connection (DESIGN.md §3). */
     {"connection_memory", K_SIZE, F(connection_memory), 8 * KIB, 32 * KIB},
     {"listen_backlog", K_UINT, F(listen_backlog), 1, INT_MAX},
+    /* SO_SNDBUF is an int, which the kernel doubles. */
+    {"send_buffer", K_SIZE, F(send_buffer), 0, 256 * MIB},
+    {"loopback_send_buffer", K_SIZE, F(loopback_send_buffer), 0, 256 * MIB},
     {"max_request_body", K_SIZE, F(max_request_body), 0, SIZE_MAX},
     {"origin", K_ORIGINS, F(origins), 0, 0},
     {"parent", K_ORIGINS, F(parents), 0, 0},
@@ -684,6 +687,7 @@ cdn_config_defaults(struct cdn_config *c)
     c->connection_timeout_s = 30;
     c->connection_memory = 32 * KIB;
     c->listen_backlog = 1024;
+    c->loopback_send_buffer = 64 * KIB;
     c->max_request_body = 16 * MIB;
     c->origin_connect_timeout_ms = 5000;
     c->origin_first_byte_timeout_ms = 30000;

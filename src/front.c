@@ -112,6 +112,34 @@ struct conn_slot {
     _Atomic bool expired;          /* shut down by the reaper */
 };
 
+/* Whether a client address is on this host: 127.0.0.0/8, ::1, or ::ffff:127.0.0.0/104. */
+static bool
+is_loopback(const struct sockaddr *sa)
+{
+    if (sa == NULL)
+        return false;
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+/* send_buffer / loopback_send_buffer (conf/cdnode.conf explains the choice): 0 leaves the
+ * kernel's autotuning alone. */
+static void
+set_send_buffer(const struct cdn_front *fe, struct MHD_Connection *conn, int fd)
+{
+    const union MHD_ConnectionInfo *ai =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    size_t size = ai != NULL && is_loopback(ai->client_addr) ? fe->cfg->loopback_send_buffer
+                                                              : fe->cfg->send_buffer;
+    int v = (int)size;
+    if (size > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) != 0)
+        cdn_debug("SO_SNDBUF %d: %s", v, strerror(errno));
+}
+
 /* Socket context of a connection refused at connection_limit (it has no slot). */
 static char refused_conn;
 
@@ -259,6 +287,7 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
     struct conn_slot *s = cdn_calloc(1, sizeof(*s));
     s->magic = SLOT_MAGIC;
     s->fd = ci->connect_fd;
+    set_send_buffer(fe, conn, s->fd);
     atomic_init(&s->head_deadline_us,
                 cdn_now_us() + (int64_t)fe->cfg->request_head_timeout_s * 1000000);
     atomic_init(&s->expired, false);

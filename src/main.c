@@ -138,6 +138,8 @@ reload(const struct cdn_config *running, const char *config_file, const struct f
         {"workers", running->workers != next.workers},
         {"cdn_id", differ(running->cdn_id, next.cdn_id)},
         {"connection_limit", running->connection_limit != next.connection_limit},
+        {"send_buffer", running->send_buffer != next.send_buffer},
+        {"loopback_send_buffer", running->loopback_send_buffer != next.loopback_send_buffer},
     };
     char pending[256] = "";
     for (size_t i = 0; i < CDN_ARRAY_LEN(restart); i++) {

@@ -36,6 +36,8 @@ struct cdn_config {
                                    request (whole seconds) */
     size_t connection_memory;   /* connection_memory = SIZE      default 32k (max 32k, min 8k) */
     unsigned listen_backlog;    /* listen_backlog = N            default 1024 */
+    size_t send_buffer;         /* send_buffer = SIZE            default 0: the kernel's tuning */
+    size_t loopback_send_buffer; /* loopback_send_buffer = SIZE  default 64k (0: the kernel's) */
     size_t max_request_body;    /* max_request_body = SIZE       default 16m */
     /* upstream */
     char *origins[CDN_MAX_ORIGINS]; /* origin = URL [URL...]     http:// or https://, no path */

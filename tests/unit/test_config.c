@@ -84,6 +84,8 @@ dump(const struct cdn_config *c)
     U(connection_timeout_s);
     U(connection_memory);
     U(listen_backlog);
+    U(send_buffer);
+    U(loopback_send_buffer);
     U(max_request_body);
     for (size_t i = 0; i < c->n_origins; i++)
         fprintf(f, "origin=%s\n", c->origins[i]);
@@ -331,6 +333,9 @@ static const struct {
      "connection_timeout: must be whole seconds, got '1500ms'"},
     {"connection_memory", "8k", "64k", "connection_memory: must be at most 32k, got '64k'"},
     {"listen_backlog", "16", "-1", "listen_backlog: expected a number, got '-1'"},
+    {"send_buffer", "256k", "1g", "send_buffer: must be at most 256m, got '1g'"},
+    {"loopback_send_buffer", "0", "64q",
+     "loopback_send_buffer: expected a size such as 512, 64k, 16m or 1g, got '64q'"},
     {"max_request_body", "0", "1t",
      "max_request_body: expected a size such as 512, 64k, 16m or 1g, got '1t'"},
     {"origin", "https://Example.com:8443/", "ftp://x",
@@ -389,7 +394,7 @@ static void
 test_set_every_key(void **state)
 {
     (void)state;
-    assert_int_equal(CDN_ARRAY_LEN(keys), 43); /* one row per key in config.h */
+    assert_int_equal(CDN_ARRAY_LEN(keys), 45); /* one row per key in config.h */
     for (size_t i = 0; i < CDN_ARRAY_LEN(keys); i++) {
         struct cdn_config c;
         char err[512] = "";
@@ -427,6 +432,8 @@ test_set_values(void **state)
     assert_int_equal(c.connection_timeout_s, 120);
     assert_int_equal(c.connection_memory, 8192);
     assert_int_equal(c.listen_backlog, 16);
+    assert_int_equal(c.send_buffer, 256 * 1024);
+    assert_int_equal(c.loopback_send_buffer, 0);
     assert_int_equal(c.max_request_body, 0);
     assert_int_equal(c.n_origins, 1);
     assert_string_equal(c.origins[0], "https://example.com:8443");
@@ -476,6 +483,8 @@ test_defaults(void **state)
     assert_int_equal(c.connection_timeout_s, 30);
     assert_int_equal(c.connection_memory, 32768);
     assert_int_equal(c.listen_backlog, 1024);
+    assert_int_equal(c.send_buffer, 0);
+    assert_int_equal(c.loopback_send_buffer, 64 * 1024);
     assert_int_equal(c.max_request_body, 16 << 20);
     assert_int_equal(c.n_origins, 0);
     assert_int_equal(c.origin_connect_timeout_ms, 5000);
