@@ -536,6 +536,7 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never a proxy from the environment */
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->origin_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -769,6 +770,7 @@ probe_start(struct cdn_upstream *up, int m, bool http)
     curl_easy_setopt(e, CURLOPT_URL, pr->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never a proxy from the environment */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->origin_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, limit);

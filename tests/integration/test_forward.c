@@ -327,6 +327,28 @@ test_methods_in_turn(void **state)
     H_PASS(t);
 }
 
+/* Proxy variables in the node's environment do not divert its upstream requests. */
+static void
+test_environment_proxy_ignored(void **state)
+{
+    struct h_test *t = *state;
+    /* port 9 (discard) on loopback: nothing listens, a proxied request would fail */
+    setenv("http_proxy", "http://127.0.0.1:9", 1);
+    setenv("https_proxy", "http://127.0.0.1:9", 1);
+    setenv("ALL_PROXY", "http://127.0.0.1:9", 1);
+    start_node(t, NULL);
+    unsetenv("http_proxy");
+    unsetenv("https_proxy");
+    unsetenv("ALL_PROXY");
+    struct h_resp r;
+    assert_int_equal(h_get(t->node.port, "/direct?body=ok", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok");
+    h_resp_free(&r);
+    assert_int_equal(h_origin_count(t, "/direct"), 1);
+    H_PASS(t);
+}
+
 static void
 test_request_body_limit(void **state)
 {
@@ -499,6 +521,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_absolute_form, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_post_bodies, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_methods_in_turn, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_environment_proxy_ignored, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_request_body_limit, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_origin_keepalive_reuse, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_status_passthrough, h_setup, h_teardown),
