@@ -99,7 +99,8 @@ struct cdn_upstream {
     CURLM *multi;
     pthread_t thread;
     pthread_mutex_t mu;
-    struct xfer *queue; /* under mu */
+    struct xfer *queue; /* under mu, in submission order */
+    struct xfer **queue_end; /* under mu: where the next submission goes */
     bool stopping;      /* under mu */
     struct members *pending;              /* under mu: installed by the upstream thread */
     pthread_mutex_t pool_mu;
@@ -894,6 +895,7 @@ run(void *arg)
         pthread_mutex_lock(&up->mu);
         struct xfer *q = up->queue;
         up->queue = NULL;
+        up->queue_end = &up->queue;
         bool stopping = up->stopping;
         struct members *fresh = up->pending;
         up->pending = NULL;
@@ -978,6 +980,7 @@ cdn_upstream_start(const struct cdn_config *cfg)
         free(up);
         return NULL;
     }
+    up->queue_end = &up->queue;
     up->set = members_new(cfg, NULL);
     up->multi = curl_multi_init();
     /* Per origin host:port, as libcurl counts it; transfers beyond it wait inside libcurl (their
@@ -1029,10 +1032,8 @@ cdn_upstream_submit(struct cdn_upstream *up, struct cdn_fetch *f)
     x->f = f;
     x->member = -1;
     cdn_fetch_ref(f);
-    struct xfer **pp = &up->queue;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = x;
+    *up->queue_end = x;
+    up->queue_end = &x->next;
     pthread_mutex_unlock(&up->mu);
     curl_multi_wakeup(up->multi);
 }
