@@ -155,17 +155,30 @@ sink_end(void *arg, struct cdn_fetch *f, bool complete)
     sink_ends++;
 }
 
+/* A fetch whose producer batches wake-ups (a storing one when `storing`), with p attached and
+ * parked waiting for the head. */
+static struct cdn_fetch *
+deferred_with_reader(struct probe *p, bool storing)
+{
+    static const struct cdn_fetch_sink sink = {
+        .head = sink_head, .data = sink_data, .end = sink_end};
+    struct cdn_fetch *f = new_fetch(0, false);
+    if (storing)
+        cdn_fetch_set_sink(f, &sink);
+    cdn_fetch_defer_wakes(f);
+    probe_init(p);
+    cdn_fetch_attach(f, &p->w);
+    assert_int_equal(cdn_fetch_wait_headers(f, &p->w), CDN_FETCH_PENDING);
+    return f;
+}
+
 /* Deferred wake-ups: head and body of one round wake a parked reader once, at the flush. */
 static void
 test_deferred_wakes_batch(void **state)
 {
     (void)state;
-    struct cdn_fetch *f = new_fetch(0, false);
-    cdn_fetch_defer_wakes(f);
     struct probe p;
-    probe_init(&p);
-    cdn_fetch_attach(f, &p.w);
-    assert_int_equal(cdn_fetch_wait_headers(f, &p.w), CDN_FETCH_PENDING);
+    struct cdn_fetch *f = deferred_with_reader(&p, false);
     publish_200(f, 10);
     assert_true(cdn_fetch_append(f, "hello", 5));
     assert_int_equal(p.wakes, 0);
@@ -197,14 +210,8 @@ static void
 test_deferred_wake_waits_for_commit(void **state)
 {
     (void)state;
-    struct cdn_fetch *f = new_fetch(0, false);
-    struct cdn_fetch_sink sink = {.head = sink_head, .data = sink_data, .end = sink_end};
-    cdn_fetch_set_sink(f, &sink);
-    cdn_fetch_defer_wakes(f);
     struct probe p;
-    probe_init(&p);
-    cdn_fetch_attach(f, &p.w);
-    assert_int_equal(cdn_fetch_wait_headers(f, &p.w), CDN_FETCH_PENDING);
+    struct cdn_fetch *f = deferred_with_reader(&p, true);
     publish_200(f, 5);
     assert_true(cdn_fetch_append(f, "hello", 5));
     sink_ends = 0;
@@ -232,14 +239,8 @@ static void
 test_deferred_wake_streams_partial_body(void **state)
 {
     (void)state;
-    struct cdn_fetch *f = new_fetch(0, false);
-    struct cdn_fetch_sink sink = {.head = sink_head, .data = sink_data, .end = sink_end};
-    cdn_fetch_set_sink(f, &sink);
-    cdn_fetch_defer_wakes(f);
     struct probe p;
-    probe_init(&p);
-    cdn_fetch_attach(f, &p.w);
-    assert_int_equal(cdn_fetch_wait_headers(f, &p.w), CDN_FETCH_PENDING);
+    struct cdn_fetch *f = deferred_with_reader(&p, true);
     publish_200(f, 10);
     cdn_fetch_flush_wakes(f); /* the head alone */
     assert_int_equal(p.wakes, 1);
