@@ -257,6 +257,17 @@ put_json_str(struct out *o, const char *key, const char *s, size_t cap)
     put(o, "\"", 1);
 }
 
+/* HH:MM:SS, the same in both formats. */
+static void
+put_hms(struct out *o, const struct civil *t)
+{
+    put_uint(o, t->hour, 2);
+    put(o, ":", 1);
+    put_uint(o, t->min, 2);
+    put(o, ":", 1);
+    put_uint(o, t->sec, 2);
+}
+
 static void
 format_combined(struct out *o, const struct cdn_accesslog_entry *e, const struct civil *t,
                 unsigned status)
@@ -274,11 +285,7 @@ format_combined(struct out *o, const struct cdn_accesslog_entry *e, const struct
     put(o, "/", 1);
     put_uint(o, t->year, 4);
     put(o, ":", 1);
-    put_uint(o, t->hour, 2);
-    put(o, ":", 1);
-    put_uint(o, t->min, 2);
-    put(o, ":", 1);
-    put_uint(o, t->sec, 2);
+    put_hms(o, t);
     put_str(o, " +0000] \"");
     put_quoted(o, e->method, CAP_METHOD);
     put(o, " ", 1);
@@ -318,11 +325,7 @@ format_json(struct out *o, const struct cdn_accesslog_entry *e, const struct civ
     put(o, "-", 1);
     put_uint(o, t->day, 2);
     put(o, "T", 1);
-    put_uint(o, t->hour, 2);
-    put(o, ":", 1);
-    put_uint(o, t->min, 2);
-    put(o, ":", 1);
-    put_uint(o, t->sec, 2);
+    put_hms(o, t);
     put(o, ".", 1);
     put_uint(o, e->wall_ms > 999 ? 999 : e->wall_ms, 3);
     put(o, "Z\"", 2);

@@ -406,21 +406,32 @@ test_origin_gzip_corrupt(void **state)
     H_PASS(t);
 }
 
-/* 5. Accept-Encoding values on a stored gzip object. */
-static void
-test_negotiation(void **state)
+/*
+ * Starts a node and stores target (BIG bytes of pattern, compressible): an identity client's
+ * miss, then a gzip client's answer in *g, checked as gzip. Returns the identity body.
+ */
+static char *
+store_gzip(struct h_test *t, const char *target, struct h_resp *g, const char *what)
 {
-    struct h_test *t = *state;
     start_node(t, NULL);
-    const char *target = "/neg?size=100000&cc=max-age=300";
     char *want = pattern(BIG);
     struct h_resp r;
     fetch(t, "GET", target, NULL, NULL, &r);
     expect_identity(&r, want, BIG, "miss");
     h_resp_free(&r);
-    struct h_resp g;
-    fetch(t, "GET", target, "gzip", NULL, &g);
-    expect_gzip(&g, "gzip");
+    fetch(t, "GET", target, "gzip", NULL, g);
+    expect_gzip(g, what);
+    return want;
+}
+
+/* 5. Accept-Encoding values on a stored gzip object. */
+static void
+test_negotiation(void **state)
+{
+    struct h_test *t = *state;
+    const char *target = "/neg?size=100000&cc=max-age=300";
+    struct h_resp r, g;
+    char *want = store_gzip(t, target, &g, "gzip");
     expect_inflates_to(t, &g, want, BIG, "gzip");
 
     static const struct {
@@ -458,16 +469,9 @@ static void
 test_range(void **state)
 {
     struct h_test *t = *state;
-    start_node(t, NULL);
     const char *target = "/rng?size=100000&cc=max-age=300";
-    char *want = pattern(BIG);
-    struct h_resp r;
-    fetch(t, "GET", target, NULL, NULL, &r);
-    expect_identity(&r, want, BIG, "miss");
-    h_resp_free(&r);
-    struct h_resp g;
-    fetch(t, "GET", target, "gzip", NULL, &g);
-    expect_gzip(&g, "gzip, full");
+    struct h_resp r, g;
+    char *want = store_gzip(t, target, &g, "gzip, full");
 
     fetch(t, "GET", target, "gzip", "Range: bytes=0-9\r\n", &r);
     expect_status(&r, 206, "gzip, Range 0-9");
@@ -526,16 +530,9 @@ static void
 test_head(void **state)
 {
     struct h_test *t = *state;
-    start_node(t, NULL);
     const char *target = "/hd?size=100000&cc=max-age=300";
-    char *want = pattern(BIG);
-    struct h_resp r;
-    fetch(t, "GET", target, NULL, NULL, &r);
-    expect_identity(&r, want, BIG, "miss");
-    h_resp_free(&r);
-    struct h_resp g;
-    fetch(t, "GET", target, "gzip", NULL, &g);
-    expect_gzip(&g, "gzip GET");
+    struct h_resp r, g;
+    char *want = store_gzip(t, target, &g, "gzip GET");
 
     /* HEAD then GET on one connection: a body after the HEAD would garble the second answer. */
     struct h_conn c;

@@ -13,33 +13,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "hdrs_of.h"
+
 #define EQ(row, what, got, want)                                                                   \
     do {                                                                                           \
         int64_t g_ = (int64_t)(got), w_ = (int64_t)(want);                                         \
         if (g_ != w_)                                                                              \
             fail_msg("row \"%s\": %s = %" PRId64 ", want %" PRId64, (row), (what), g_, w_);        \
     } while (0)
-
-/* "Name: value" lines separated by '\n', copied into the arena. */
-static struct cdn_hdrs
-hdrs_of(struct cdn_arena *a, const char *text)
-{
-    struct cdn_hdrs h;
-    cdn_hdrs_init(&h, a);
-    const char *p = text;
-    while (p && *p) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        const char *colon = memchr(p, ':', len);
-        assert_non_null(colon);
-        const char *v = colon + 1;
-        while (*v == ' ')
-            v++;
-        cdn_hdrs_add_copy(&h, p, (size_t)(colon - p), v, (size_t)(p + len - v));
-        p = nl ? nl + 1 : NULL;
-    }
-    return h;
-}
 
 enum {
     NC = 1 << 0,
