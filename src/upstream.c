@@ -80,6 +80,7 @@ struct xfer {
     bool sink_wait; /* paused because the store was behind: retried on a short timer */
     bool followers_released; /* collapse_wait passed without a head */
     bool touched;            /* handed the fetch something: flush its readers' wake-ups */
+    unsigned sends;          /* times libcurl sent this attempt's request (on_prereq) */
     int64_t started_ms;
     int64_t last_ms;
     char reason[256];
@@ -271,6 +272,23 @@ on_body(char *p, size_t size, size_t nmemb, void *arg)
     x->last_ms = cdn_now_ms();
     atomic_fetch_add_explicit(&x->up->n_bytes, n, memory_order_relaxed);
     return n;
+}
+
+/*
+ * libcurl: the request is about to go out on a connection. When a reused connection dies
+ * before any answer, libcurl sends the request again on another one, up to five times; a
+ * request that kills its connection (or the origin process) would then be sent once per pooled
+ * connection. One resend covers a keep-alive connection the origin closed meanwhile.
+ */
+static int
+on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    (void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
+    struct xfer *x = arg;
+    if (++x->sends <= 2)
+        return CURL_PREREQFUNC_OK;
+    xfer_fail(x, 502, "origin closed the connection without answering, twice");
+    return CURL_PREREQFUNC_ABORT;
 }
 
 static size_t
@@ -503,6 +521,7 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
     struct cdn_fetch *f = x->f;
     x->member = m;
     x->tried |= 1u << m;
+    x->sends = 0;
     CURL *e = easy_take(up);
     if (e == NULL) {
         cdn_fetch_fail(f, 502, "upstream client could not be initialized");
@@ -546,6 +565,8 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
     if (cfg->origin_ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->origin_ca_file);

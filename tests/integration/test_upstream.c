@@ -282,11 +282,56 @@ test_https_origin(void **state)
     H_PASS(t);
 }
 
+/*
+ * A request that makes the origin drop the connection without answering (a "query of death"),
+ * sent while the node holds many idle keep-alive connections to that origin: a dead reused
+ * connection is worth one retry, not one per pooled connection.
+ */
+static void
+test_dropped_request_retried_once(void **state)
+{
+    struct h_test *t = *state;
+    assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, NULL), 0);
+    int port = t->node.port;
+    enum { N = 8 };
+    struct h_conn c[N];
+    for (int i = 0; i < N; i++) { /* N origin connections at once, idle afterwards */
+        assert_int_equal(h_conn_open(&c[i], port), 0);
+        assert_int_equal(h_conn_sendf(&c[i],
+                                      "GET /warm%d?delay_ms=300&cc=no-store HTTP/1.1\r\n"
+                                      "Host: 127.0.0.1\r\n\r\n",
+                                      i),
+                         0);
+    }
+    for (int i = 0; i < N; i++) {
+        struct h_resp r;
+        assert_int_equal(h_read_response(&c[i], &r, false, H_TIMEOUT_MS), 0);
+        assert_int_equal(r.status, 200);
+        h_resp_free(&r);
+        h_conn_close(&c[i]);
+    }
+    assert_true(h_origin_conns(t) >= N);
+    struct h_resp r;
+    assert_int_equal(h_get(port, "/qod?drop=1&cc=no-store", NULL, &r), 0);
+    assert_int_equal(r.status, 502);
+    h_resp_free(&r);
+    long sent = h_origin_count(t, "/qod");
+    if (sent < 1 || sent > 2)
+        fail_msg("the origin received the dropped request %ld times (want 1 or 2)", sent);
+    /* The pool is still usable afterwards. */
+    assert_int_equal(h_get(port, "/after?body=fine&cc=no-store", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "fine");
+    h_resp_free(&r);
+    H_PASS(t);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_origin_down, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_dropped_request_retried_once, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_first_byte_timeout, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_origin_framing, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_origin_reset_mid_body, h_setup, h_teardown),

@@ -120,7 +120,7 @@ struct behave {
     long delay_ms, body_delay_ms;
     bool has_cl;
     uint64_t cl;
-    bool nocl, chunked, dupcl, clte, hang, close, echo;
+    bool nocl, chunked, dupcl, clte, hang, close, echo, drop;
     int gz; /* 0: as is; 1: gzip; 2: gzip, wrong CRC; 3: gzip, no trailer */
     size_t bighdr;
     bool has_reset;
@@ -569,6 +569,8 @@ behave_param(void *ctx, const char *k, const char *v)
     } else if (strcmp(k, "reset_after") == 0) {
         b->has_reset = true;
         b->reset_after = to_u64(v);
+    } else if (strcmp(k, "drop") == 0) {
+        b->drop = atoi(v) != 0;
     } else if (strcmp(k, "hang") == 0) {
         b->hang = atoi(v) != 0;
     } else if (strcmp(k, "close") == 0) {
@@ -1015,6 +1017,11 @@ handle(struct conn *c, struct req *r)
         demo_presets(path, &b, &html);
     each_param(query, behave_param, &b);
 
+    if (b.drop) {
+        /* A request that kills its connection: closed at once, nothing answered. */
+        free(copy);
+        return false;
+    }
     if (b.hang) {
         /* Never answer; hold the socket until the peer gives up. */
         char sink[4096];
@@ -1147,7 +1154,7 @@ usage(FILE *out)
     fprintf(out, "usage: testorigin --port P [--addr 127.0.0.1] [--demo]\n"
                  "Query parameters of any path: status=N body=TEXT size=N h=Name:Value delay_ms=N\n"
                  "  body_delay_ms=N cl=N nocl=1 chunked=1 dupcl=1 clte=1 bighdr=N reset_after=N\n"
-                 "  hang=1 close=1 echo=1 etag=X lm=HTTPDATE cc=VALUE\n"
+                 "  hang=1 drop=1 close=1 echo=1 etag=X lm=HTTPDATE cc=VALUE\n"
                  "  gz=1 (body as stored-block gzip) gzbad=1 (wrong CRC) gzbad=2 (no trailer)\n"
                  "Control: /__origin/count?path=P /__origin/total /__origin/conns\n"
                  "  /__origin/last?path=P /__origin/lastbody?path=P /__origin/reset\n"
