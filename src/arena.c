@@ -117,6 +117,38 @@ cdn_arena_strdup(struct cdn_arena *a, const char *s)
     return cdn_arena_strndup(a, s, strlen(s));
 }
 
+size_t
+cdn_fmt_i64(char out[CDN_I64_CHARS], int64_t v)
+{
+    char tmp[CDN_I64_CHARS];
+    /* In unsigned arithmetic, so INT64_MIN has a magnitude too. */
+    uint64_t m = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + m % 10);
+        m /= 10;
+    } while (m > 0);
+    size_t len = 0;
+    if (v < 0)
+        out[len++] = '-';
+    while (n > 0)
+        out[len++] = tmp[--n];
+    out[len] = '\0';
+    return len;
+}
+
+char *
+cdn_arena_cat_i64(struct cdn_arena *a, const char *s1, const char *s2, int64_t v)
+{
+    char num[CDN_I64_CHARS];
+    size_t nl = cdn_fmt_i64(num, v), l1 = strlen(s1), l2 = strlen(s2);
+    char *p = cdn_arena_alloc(a, l1 + l2 + nl + 1);
+    memcpy(p, s1, l1);
+    memcpy(p + l1, s2, l2);
+    memcpy(p + l1 + l2, num, nl + 1);
+    return p;
+}
+
 char *
 cdn_arena_printf(struct cdn_arena *a, const char *fmt, ...)
 {

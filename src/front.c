@@ -84,6 +84,9 @@ struct cdn_front {
     struct MHD_Daemon *plain;
     struct MHD_Daemon *tls;
     struct cdn_hop_opts hop;
+    /* Fields every HIT sends, made once (cdn_id needs a restart to change). */
+    char via[128];                  /* "1.1 <cdn_id>" */
+    char *cs_hit, *cs_hit_swr;      /* Cache-Status before "; ttl=" */
     char *tls_cert_pem;
     char *tls_key_pem;
     struct listener {
@@ -468,9 +471,7 @@ collect_field(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_si
 static void
 add_hop_fields(struct req *r, struct MHD_Response *resp, const char *cache_status)
 {
-    char via[96];
-    snprintf(via, sizeof(via), "1.1 %s", r->fe->cfg->cdn_id);
-    MHD_add_response_header(resp, "Via", via);
+    MHD_add_response_header(resp, "Via", r->fe->via);
     MHD_add_response_header(resp, "Cache-Status", cache_status);
 }
 
@@ -893,11 +894,11 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
         MHD_add_response_header(resp, "Content-Range",
                                 cdn_content_range(rr, first, last, size, cr_buf, sizeof(cr_buf)));
     }
-    char agebuf[24];
-    snprintf(agebuf, sizeof(agebuf), "%" PRId64, current_age);
+    char agebuf[CDN_I64_CHARS];
+    cdn_fmt_i64(agebuf, current_age);
     MHD_add_response_header(resp, "Age", agebuf);
     add_hop_fields(r, resp,
-                   cdn_arena_printf(r->arena, "%s; ttl=%" PRId64, cs, lifetime - current_age));
+                   cdn_arena_cat_i64(r->arena, cs, "; ttl=", lifetime - current_age));
     r->status_sent = status;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -1296,10 +1297,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         bool stale = r->dec.decision != CDN_DECIDE_FRESH;
         atomic_fetch_add(stale ? &fe->n_stale : &fe->n_hits, 1);
         r->outcome = stale ? "stale" : "hit";
-        const char *cs = cdn_arena_printf(r->arena, "%s; hit%s", fe->cfg->cdn_id,
-                                          r->dec.decision == CDN_DECIDE_STALE_SWR
-                                              ? "; detail=stale-while-revalidate"
-                                              : "");
+        const char *cs =
+            r->dec.decision == CDN_DECIDE_STALE_SWR ? fe->cs_hit_swr : fe->cs_hit;
         return queue_hit(r, method, &r->hit.hdrs, cs, r->hit.st.request_time,
                          r->hit.st.response_time, &r->dec);
     }
@@ -1446,6 +1445,17 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
     return d;
 }
 
+/* a then b, in one new string. */
+static char *
+joined(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *p = cdn_malloc(la + lb + 1);
+    memcpy(p, a, la);
+    memcpy(p + la, b, lb + 1);
+    return p;
+}
+
 struct cdn_front *
 cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cdn_cache *cache,
                 struct cdn_collapse *collapse, struct cdn_accesslog *alog)
@@ -1453,6 +1463,9 @@ cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cd
     struct cdn_front *fe = cdn_calloc(1, sizeof(*fe));
     fe->magic = FRONT_MAGIC;
     fe->cfg = cfg;
+    snprintf(fe->via, sizeof(fe->via), "1.1 %s", cfg->cdn_id);
+    fe->cs_hit = joined(cfg->cdn_id, "; hit");
+    fe->cs_hit_swr = joined(cfg->cdn_id, "; hit; detail=stale-while-revalidate");
     fe->up = up;
     fe->cache = cache;
     fe->collapse = collapse;
@@ -1532,6 +1545,8 @@ cdn_front_stop(struct cdn_front *fe)
     pthread_mutex_destroy(&fe->conn_mu);
     free(fe->tls_cert_pem);
     free(fe->tls_key_pem);
+    free(fe->cs_hit);
+    free(fe->cs_hit_swr);
     fe->magic = 0;
     free(fe);
 }

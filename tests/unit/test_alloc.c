@@ -1,6 +1,6 @@
 /*
  * The request allocators: the arena (bump allocation, large blocks, reset keeping only its
- * first block) and the per-thread object caches (LIFO reuse, the depth bound, independence of
+ * first block, integer formatting) and the per-thread object caches (LIFO reuse, the depth bound, independence of
  * threads, destruction when a thread ends and on flush).
  */
 #include <setjmp.h>
@@ -56,6 +56,36 @@ test_arena_reset(void **state)
         assert_ptr_equal(again, first);
     }
     cdn_arena_free(a); /* with ASan or valgrind: every block of every round was freed */
+}
+
+static void
+test_fmt_i64(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t v;
+        const char *want;
+    } rows[] = {
+        {0, "0"},
+        {7, "7"},
+        {10, "10"},
+        {-1, "-1"},
+        {3600, "3600"},
+        {-86400, "-86400"},
+        {INT64_MAX, "9223372036854775807"},
+        {INT64_MIN, "-9223372036854775808"},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char buf[CDN_I64_CHARS];
+        size_t n = cdn_fmt_i64(buf, rows[i].v);
+        assert_string_equal(buf, rows[i].want);
+        assert_int_equal(n, strlen(rows[i].want));
+    }
+    struct cdn_arena *a = cdn_arena_new(256);
+    assert_string_equal(cdn_arena_cat_i64(a, "node; hit", "; ttl=", 42), "node; hit; ttl=42");
+    assert_string_equal(cdn_arena_cat_i64(a, "", "", -5), "-5");
+    assert_string_equal(cdn_arena_cat_i64(a, "x", "=", INT64_MIN), "x=-9223372036854775808");
+    cdn_arena_free(a);
 }
 
 static atomic_int destroyed;
@@ -130,6 +160,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arena_alloc),
         cmocka_unit_test(test_arena_reset),
+        cmocka_unit_test(test_fmt_i64),
         cmocka_unit_test(test_tcache_lifo_and_bound),
         cmocka_unit_test(test_tcache_threads),
     };
