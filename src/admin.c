@@ -725,6 +725,13 @@ status_json(struct cdn_admin *a, struct MHD_Connection *conn)
                       {"evictions", ss.evictions}, {"map_full_drops", ss.map_full_drops});
     else
         fputs(",\n  \"store\": null", out);
+    JSON_COUNTERS(out, "connections", {"open", fs.connections}, {"refused", fs.conn_refused},
+                  {"head_timeouts", fs.head_timeouts});
+    struct cdn_peers_stats ps;
+    cdn_peers_stats(a->peers, &ps);
+    JSON_COUNTERS(out, "purge", {"from_clients", atomic_load(&a->purges_client)},
+                  {"from_peers", atomic_load(&a->purges_peer)}, {"peer_requests", ps.forwarded},
+                  {"peer_failures", ps.failures});
     fputs(",\n  \"origins\": [", out);
     struct cdn_origin_status os[CDN_MAX_ORIGINS];
     size_t no = cdn_upstream_origins(a->up, os, CDN_MAX_ORIGINS);

@@ -164,6 +164,10 @@ test_status_json(void **state)
     EXPECT_COUNTER(json, "origin", "errors", 0);
     EXPECT_COUNTER(json, "collapse", "leaders", 2);
     EXPECT_COUNTER(json, "store", "objects", 2);
+    EXPECT_COUNTER(json, "connections", "refused", 0);
+    EXPECT_COUNTER(json, "connections", "head_timeouts", 0);
+    EXPECT_COUNTER(json, "purge", "from_clients", 0);
+    EXPECT_COUNTER(json, "purge", "peer_requests", 0);
     if (json_counter(json, "store", "used_pages") == 0 ||
         json_counter(json, "store", "used_pages") > json_counter(json, "store", "map_pages"))
         fail_msg("store pages make no sense: %s", json);
@@ -174,6 +178,20 @@ test_status_json(void **state)
              t->origin_url);
     if (strstr(json, origins) == NULL)
         fail_msg("no origins array with %s in %s", t->origin_url, json);
+    free(json);
+
+    /* A purge from a client is counted (no peers are configured: none forwarded). */
+    static const char purge_req[] = "POST /purge?all=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n" AUTH
+                                    "Content-Length: 0\r\n\r\n";
+    assert_int_equal(h_request(t->node.admin_port, purge_req, sizeof(purge_req) - 1, false, 0, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    json = status_json(t);
+    EXPECT_COUNTER(json, "purge", "from_clients", 1);
+    EXPECT_COUNTER(json, "purge", "from_peers", 0);
+    EXPECT_COUNTER(json, "purge", "peer_requests", 0);
+    EXPECT_COUNTER(json, "store", "objects", 0);
     free(json);
     H_PASS(t);
 }
