@@ -88,15 +88,22 @@ struct cdn_fetch {
 
 static void wake_all(struct cdn_fetch *f);
 
+/* The lines and the array in one allocation: the array first, then the strings. */
 static char **
 copy_lines(const char *const *lines)
 {
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
     while (lines && lines[n])
-        n++;
-    char **out = cdn_calloc(n + 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++)
-        out[i] = cdn_strdup(lines[i]);
+        bytes += strlen(lines[n++]) + 1;
+    char **out = cdn_malloc((n + 1) * sizeof(char *) + bytes);
+    char *p = (char *)(out + n + 1);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(lines[i]) + 1;
+        memcpy(p, lines[i], len);
+        out[i] = p;
+        p += len;
+    }
+    out[n] = NULL;
     return out;
 }
 
@@ -265,9 +272,7 @@ cdn_fetch_unref(struct cdn_fetch *f)
     CDN_ASSERT(f->waiters == NULL);
     end_sink(f, false);
     free_chunks(f);
-    for (size_t i = 0; f->req_headers[i]; i++)
-        free(f->req_headers[i]);
-    free(f->req_headers);
+    free(f->req_headers); /* one block with its lines */
     free(f->method);
     free(f->target);
     free(f->key);

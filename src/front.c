@@ -542,6 +542,22 @@ is_client_conditional(const struct cdn_hdr *h)
  * conditionals and Range stay here, the stored validators (if any) go up instead, and a store
  * sink sees the response. Returns the fetch with one reference, not yet submitted.
  */
+/* "Name: value" for libcurl, or "Name;" for an empty value (libcurl's way to send one). */
+static const char *
+field_line(struct cdn_arena *a, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    char *p = cdn_arena_alloc(a, nlen + vlen + 3);
+    memcpy(p, name, nlen);
+    if (vlen == 0) {
+        memcpy(p + nlen, ";", 2);
+        return p;
+    }
+    memcpy(p + nlen, ": ", 2);
+    memcpy(p + nlen + 2, value, vlen);
+    p[nlen + 2 + vlen] = '\0';
+    return p;
+}
+
 static struct cdn_fetch *
 make_fetch(struct req *r, const char *method, bool for_cache)
 {
@@ -556,25 +572,21 @@ make_fetch(struct req *r, const char *method, bool for_cache)
     size_t k = 0;
     /* An HTTP/1.0 request may come without Host: then the origin's own authority is sent. */
     if (r->info.host[0] != '\0')
-        lines[k++] = cdn_arena_printf(r->arena, "Host: %s", r->info.host);
+        lines[k++] = field_line(r->arena, "Host", 4, r->info.host, strlen(r->info.host));
     for (size_t i = 0; i < out.n; i++) {
         if (for_cache && is_client_conditional(&out.v[i]))
             continue;
-        if (out.v[i].vlen == 0)
-            lines[k++] = cdn_arena_printf(r->arena, "%.*s;", (int)out.v[i].nlen, out.v[i].name);
-        else
-            lines[k++] = cdn_arena_printf(r->arena, "%.*s: %.*s", (int)out.v[i].nlen,
-                                          out.v[i].name, (int)out.v[i].vlen, out.v[i].value);
+        lines[k++] =
+            field_line(r->arena, out.v[i].name, out.v[i].nlen, out.v[i].value, out.v[i].vlen);
     }
     if (for_cache && r->hit.lease) {
         struct cdn_validators v;
         cdn_revalidation_validators(&r->hit.hdrs, &v);
         if (v.etag)
-            lines[k++] = cdn_arena_printf(r->arena, "If-None-Match: %.*s", (int)v.etag_len,
-                                          v.etag);
+            lines[k++] = field_line(r->arena, "If-None-Match", 13, v.etag, v.etag_len);
         if (v.last_modified)
-            lines[k++] = cdn_arena_printf(r->arena, "If-Modified-Since: %.*s", (int)v.lm_len,
-                                          v.last_modified);
+            lines[k++] =
+                field_line(r->arena, "If-Modified-Since", 17, v.last_modified, v.lm_len);
     }
     if (!cdn_hdrs_get(&r->hdrs, "Accept"))
         lines[k++] = "Accept:";
