@@ -85,8 +85,9 @@ struct cdn_front {
     struct MHD_Daemon *tls;
     struct cdn_hop_opts hop;
     /* Fields every HIT sends, made once (cdn_id needs a restart to change). */
-    char via[128];                  /* "1.1 <cdn_id>" */
-    char *cs_hit, *cs_hit_swr;      /* Cache-Status before "; ttl=" */
+    char via[128];        /* "1.1 <cdn_id>" */
+    char cs_hit[128];     /* Cache-Status of a HIT before "; ttl=" */
+    char cs_hit_swr[128]; /* the same, served stale while revalidating */
     char *tls_cert_pem;
     char *tls_key_pem;
     struct listener {
@@ -537,11 +538,6 @@ is_client_conditional(const struct cdn_hdr *h)
     return false;
 }
 
-/*
- * Builds the upstream request for r. `for_cache`: a GET the cache will store: the client's
- * conditionals and Range stay here, the stored validators (if any) go up instead, and a store
- * sink sees the response. Returns the fetch with one reference, not yet submitted.
- */
 /* "Name: value" for libcurl, or "Name;" for an empty value (libcurl's way to send one). */
 static const char *
 field_line(struct cdn_arena *a, const char *name, size_t nlen, const char *value, size_t vlen)
@@ -558,6 +554,11 @@ field_line(struct cdn_arena *a, const char *name, size_t nlen, const char *value
     return p;
 }
 
+/*
+ * Builds the upstream request for r. `for_cache`: a GET the cache will store: the client's
+ * conditionals and Range stay here, the stored validators (if any) go up instead, and a store
+ * sink sees the response. Returns the fetch with one reference, not yet submitted.
+ */
 static struct cdn_fetch *
 make_fetch(struct req *r, const char *method, bool for_cache)
 {
@@ -1457,17 +1458,6 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
     return d;
 }
 
-/* a then b, in one new string. */
-static char *
-joined(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *p = cdn_malloc(la + lb + 1);
-    memcpy(p, a, la);
-    memcpy(p + la, b, lb + 1);
-    return p;
-}
-
 struct cdn_front *
 cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cdn_cache *cache,
                 struct cdn_collapse *collapse, struct cdn_accesslog *alog)
@@ -1476,8 +1466,9 @@ cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cd
     fe->magic = FRONT_MAGIC;
     fe->cfg = cfg;
     snprintf(fe->via, sizeof(fe->via), "1.1 %s", cfg->cdn_id);
-    fe->cs_hit = joined(cfg->cdn_id, "; hit");
-    fe->cs_hit_swr = joined(cfg->cdn_id, "; hit; detail=stale-while-revalidate");
+    snprintf(fe->cs_hit, sizeof(fe->cs_hit), "%s; hit", cfg->cdn_id);
+    snprintf(fe->cs_hit_swr, sizeof(fe->cs_hit_swr), "%s; hit; detail=stale-while-revalidate",
+             cfg->cdn_id);
     fe->up = up;
     fe->cache = cache;
     fe->collapse = collapse;
@@ -1557,8 +1548,6 @@ cdn_front_stop(struct cdn_front *fe)
     pthread_mutex_destroy(&fe->conn_mu);
     free(fe->tls_cert_pem);
     free(fe->tls_key_pem);
-    free(fe->cs_hit);
-    free(fe->cs_hit_swr);
     fe->magic = 0;
     free(fe);
 }

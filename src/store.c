@@ -37,11 +37,11 @@
 #include "cdnode/common.h"
 #include "cdnode/evict.h"
 #include "cdnode/log.h"
+#include "cdnode/sha256.h"
+#include "cdnode/tcache.h"
 
 #include <errno.h>
 #include <lmdb.h>
-#include "cdnode/sha256.h"
-#include "cdnode/tcache.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>

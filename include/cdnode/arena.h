@@ -26,11 +26,11 @@ void *cdn_arena_alloc(struct cdn_arena *a, size_t n);
 /* Copy of s[0..n) with a terminating NUL. */
 char *cdn_arena_strndup(struct cdn_arena *a, const char *s, size_t n);
 char *cdn_arena_strdup(struct cdn_arena *a, const char *s);
-/* printf into the arena. */
 /* s1, s2, then v in decimal, without printf's cost (it is on every HIT). */
 char *cdn_arena_cat_i64(struct cdn_arena *a, const char *s1, const char *s2, int64_t v);
 /* v in decimal into out (NUL-terminated); returns its length. */
 size_t cdn_fmt_i64(char out[CDN_I64_CHARS], int64_t v);
+/* printf into the arena. */
 char *cdn_arena_printf(struct cdn_arena *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
