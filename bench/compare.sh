@@ -295,6 +295,23 @@ for p in $proxies; do
 done
 for p in $proxies; do wait_http "http://127.0.0.1:${port[$p]}/obj/1k.bin"; done
 
+tree_pids() { # a process and its descendants
+    echo "$1"
+    local c
+    for c in $(pgrep -P "$1" || true); do tree_pids "$c"; done
+}
+pin_proxy() { # proxy: every thread of its process tree back on CPU 0; prints how many had left it
+    local p t moved=0
+    for p in $(tree_pids "${pid[$1]}"); do
+        for t in /proc/"$p"/task/*; do
+            grep -q '^Cpus_allowed_list:[[:space:]]*0$' "$t/status" 2>/dev/null && continue
+            [ -e "$t/status" ] || continue
+            taskset -pc 0 "${t##*/}" >/dev/null && moved=$((moved + 1))
+        done
+    done
+    echo "$moved"
+}
+
 # ---- HIT evidence --------------------------------------------------------------------------------
 declare -A evidence_re=([cdnode]='^cache-status:.*; hit' [nginx]='^x-cache-status: hit'
                         [varnish]='^x-cache: hit' [ats]='^via:.*\[c[hr]')
@@ -319,12 +336,15 @@ for p in $proxies; do
     printf '%-8s /reval/ 2nd %-7s %s\n' "$p" "" "$line" | tee -a "$evidence"
 done
 
+# A proxy may set its own threads' CPU affinity after start (Traffic Server binds its event threads
+# to the NUMA node, so they would run on both CPUs): every thread goes back to CPU 0 here and again
+# before each run, and the evidence file says which proxy needed it.
+for p in $proxies; do
+    printf '%-8s threads that had left CPU 0 and were put back: %s\n' "$p" "$(pin_proxy "$p")" |
+        tee -a "$evidence"
+done
+
 # ---- measuring -----------------------------------------------------------------------------------
-tree_pids() { # a process and its descendants
-    echo "$1"
-    local c
-    for c in $(pgrep -P "$1" || true); do tree_pids "$c"; done
-}
 sample_mem() { # pid outfile: peak RssAnon, RssFile, RssShmem (kB) of the process tree while it runs
     taskset -pc 1 $BASHPID >/dev/null
     local peak="0 0 0" p
@@ -392,6 +412,7 @@ for rep in $(seq 1 "$reps"); do
             before=$(($(wc -l <"$o/logs/upstream.log") + 1))
             memf=$tmp/mem.$p.$s.$rep
             [ "$s" = hit-4m ] && { sample_mem "${pid[$p]}" "$memf" & memjob=$!; }
+            pin_proxy "$p" >/dev/null # threads started since the last check
             t0=$(tree_ticks "${pid[$p]}")
             read -r b0 a0 < <(cpu_busy 0)
             read -r b1 a1 < <(cpu_busy 1)
