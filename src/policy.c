@@ -613,20 +613,24 @@ void
 cdn_merge_304(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304,
               const struct cdn_policy_opts *o, struct cdn_hdrs *out)
 {
+    /* Which 304 fields count, decided once: updates_stored() scans the 304's Connection list. */
+    bool on_stack[32];
+    bool *upd = resp304->n <= 32 ? on_stack : cdn_arena_alloc(out->arena, resp304->n);
+    for (size_t j = 0; j < resp304->n; j++)
+        upd[j] = updates_stored(resp304, &resp304->v[j]);
     for (size_t i = 0; i < stored->n; i++) {
         const struct cdn_hdr *f = &stored->v[i];
         bool replaced = false;
         for (size_t j = 0; j < resp304->n && !replaced; j++) {
             const struct cdn_hdr *g = &resp304->v[j];
-            replaced = g->nlen == f->nlen && strncasecmp(g->name, f->name, f->nlen) == 0 &&
-                       updates_stored(resp304, g);
+            replaced = upd[j] && g->nlen == f->nlen && strncasecmp(g->name, f->name, f->nlen) == 0;
         }
         if (!replaced)
             cdn_hdrs_add(out, f->name, f->nlen, f->value, f->vlen);
     }
     for (size_t j = 0; j < resp304->n; j++) {
         const struct cdn_hdr *g = &resp304->v[j];
-        if (updates_stored(resp304, g))
+        if (upd[j])
             cdn_hdrs_add(out, g->name, g->nlen, g->value, g->vlen);
     }
     struct cdn_cc cc;

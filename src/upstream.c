@@ -131,6 +131,7 @@ struct cdn_upstream {
     unsigned *slot;
     size_t cap_slot;
     int64_t curl_due_ms;
+    int64_t next_sink_retry_ms;
     _Atomic uint64_t n_requests, n_errors, n_bytes, n_active, n_inflight;
     _Atomic uint64_t n_retries, n_shed, n_down, n_up, n_checks;
 };
@@ -817,14 +818,18 @@ check_timeouts(struct cdn_upstream *up, int64_t now)
     return next;
 }
 
-/* Resumes transfers whose readers made room, and retries those that waited for the store. */
+/* Resumes transfers whose readers made room, and retries those that waited for the store (at most
+ * once a millisecond: rounds can follow each other without a wait). */
 static void
-resume_kicked(struct cdn_upstream *up)
+resume_kicked(struct cdn_upstream *up, int64_t now)
 {
+    bool retry_sinks = now >= up->next_sink_retry_ms;
+    if (retry_sinks)
+        up->next_sink_retry_ms = now + 1;
     struct xfer **pp = &up->active;
     while (*pp) {
         struct xfer *x = *pp;
-        if (x->sink_wait) {
+        if (x->sink_wait && retry_sinks) {
             x->sink_wait = false;
             x->paused = false;
             curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may pause again at once */
@@ -1040,7 +1045,7 @@ run(void *arg)
             checks_start(up);
             up->next_check_ms = now + cfg->origin_health_interval_ms;
         }
-        resume_kicked(up);
+        resume_kicked(up, now);
         int running = 0;
         /* Sockets found ready by the last poll; callbacks may change up->pfd meanwhile. */
         for (size_t i = 0; i < n_ready; i++)
