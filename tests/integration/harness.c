@@ -207,8 +207,8 @@ h_rss_kb(pid_t pid)
 
 /* ---- files and ports ---- */
 
-int
-h_free_port(void)
+static int
+kernel_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -221,6 +221,33 @@ h_free_port(void)
         port = ntohs(sa.sin_port);
     close(fd);
     return port;
+}
+
+/*
+ * A port nobody listens on now and that this process has not handed out before: a test often
+ * takes several ports before starting what binds them, and the kernel may offer a port again
+ * once the probing socket is closed (seen: a node's listener got the port just taken for
+ * another node's admin endpoint).
+ */
+int
+h_free_port(void)
+{
+    static int given[1024];
+    static size_t n_given;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int port = kernel_port();
+        if (port < 0)
+            return -1;
+        bool seen = false;
+        for (size_t i = 0; i < n_given && !seen; i++)
+            seen = given[i] == port;
+        if (seen)
+            continue;
+        if (n_given < sizeof(given) / sizeof(given[0])) /* far more than any test takes */
+            given[n_given++] = port;
+        return port;
+    }
+    return -1;
 }
 
 bool
