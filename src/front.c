@@ -132,10 +132,11 @@ is_loopback(const struct sockaddr *sa)
 }
 
 /* send_buffer / loopback_send_buffer (conf/cdnode.conf explains the choice): 0 leaves the
- * kernel's autotuning alone. Applied from a connection's first response body above this: up to
- * it, autotuning served more (hit-256k, 64 connections: 24.0k req/s against 21.0k with 64 KiB;
- * 512 KiB: even; 1 MiB: 4.4k against 6.8k; 4 MiB: 1.2k against 2.0k). */
-#define SEND_BUFFER_FROM (512 * 1024)
+ * kernel's autotuning alone. Applied from a connection's first response body above this, so a
+ * connection that only carries small objects costs no setsockopt(). Not higher: with 256 KiB
+ * bodies on autotuning, full benchmark runs were bimodal (10k or 20k req/s, the node at full
+ * CPU in both) where the 64 KiB buffer held 15k to 20k. */
+#define SEND_BUFFER_FROM (64 * 1024)
 
 static void
 set_send_buffer(const struct cdn_front *fe, struct MHD_Connection *conn, int fd)
