@@ -663,6 +663,7 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
     curl_easy_setopt(e, CURLOPT_READFUNCTION, NULL);
     curl_easy_setopt(e, CURLOPT_READDATA, NULL);
     curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)-1);
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 0L);
     if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (cdn_fetch_req_has_body(f)) {
@@ -672,6 +673,10 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
         if (cdn_fetch_req_body_len(f) >= 0)
             curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)cdn_fetch_req_body_len(f));
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        /* The body streams from the client and cannot be sent twice, so libcurl cannot retry it
+         * when a pooled connection turns out closed by the origin (it answers with a reset):
+         * such a request always gets a connection of its own. */
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     } else if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     }
