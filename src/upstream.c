@@ -9,9 +9,9 @@
  *
  * libcurl is driven with curl_multi_socket_action() over a pollfd set that its socket callback
  * keeps (no syscall to change it), so each round hands libcurl only the sockets that are ready,
- * with their readiness. curl_multi_perform() would visit every transfer each round and libcurl
- * 7.88 then polls each one's socket on its own: measured, three poll() calls per forwarded
- * request with 64 in flight.
+ * with their readiness; its timers are read with curl_multi_timeout(). curl_multi_perform()
+ * would visit every transfer each round and libcurl 7.88 then polls each one's socket on its
+ * own: measured, three poll() calls per forwarded request with 64 in flight.
  *
  * Response validation happens in the header callback, before the fetch publishes anything:
  * obsolete line folding, bad field names, conflicting Content-Length, Content-Length with
@@ -124,13 +124,12 @@ struct cdn_upstream {
     int64_t next_check_ms;                /* upstream thread only */
     int wake_fd;                          /* eventfd: pfd[0] */
     atomic_bool wake_pending;             /* a wake-up is written and not yet acted on */
-    /* Upstream thread only: the sockets libcurl waits on (pfd[0] is wake_fd), where each fd
-     * sits in pfd (slot[fd] - 1, 0 when absent), and libcurl's timer (-1: none). */
+    /* Upstream thread only: the sockets libcurl waits on (pfd[0] is wake_fd), and where each fd
+     * sits in pfd (slot[fd] - 1, 0 when absent). */
     struct pollfd *pfd;
     size_t n_pfd, cap_pfd;
     unsigned *slot;
     size_t cap_slot;
-    int64_t curl_due_ms;
     int64_t next_sink_retry_ms;
     _Atomic uint64_t n_requests, n_errors, n_bytes, n_active, n_inflight;
     _Atomic uint64_t n_retries, n_shed, n_down, n_up, n_checks;
@@ -386,14 +385,16 @@ on_socket(CURL *e, curl_socket_t s, int what, void *arg, void *socketp)
     return 0;
 }
 
-/* CURLMOPT_TIMERFUNCTION: when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT). */
-static int
-on_timer(CURLM *multi, long timeout_ms, void *arg)
+/* Milliseconds until libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT), -1 for never.
+ * Asked each round rather than kept from CURLMOPT_TIMERFUNCTION, which libcurl calls only when the
+ * value changes: a round that woke a little early would lose the timer. */
+static long
+curl_wait_ms(struct cdn_upstream *up)
 {
-    (void)multi;
-    struct cdn_upstream *up = arg;
-    up->curl_due_ms = timeout_ms < 0 ? -1 : cdn_now_ms() + timeout_ms;
-    return 0;
+    long ms = -1;
+    if (curl_multi_timeout(up->multi, &ms) != CURLM_OK)
+        ms = 0;
+    return ms;
 }
 
 /* ---- the member set ---- */
@@ -1056,10 +1057,8 @@ run(void *arg)
         for (size_t i = 0; i < n_ready; i++)
             curl_multi_socket_action(up->multi, ready[i].fd, ready[i].bits, &running);
         n_ready = 0;
-        if (up->curl_due_ms >= 0 && cdn_now_ms() >= up->curl_due_ms) {
-            up->curl_due_ms = -1; /* the call sets the next one */
+        if (curl_wait_ms(up) == 0)
             curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        }
         CURLMsg *msg;
         int left;
         while ((msg = curl_multi_info_read(up->multi, &left))) {
@@ -1079,9 +1078,9 @@ run(void *arg)
         bool sink_waits = false;
         for (struct xfer *x = up->active; x; x = x->next)
             sink_waits |= x->sink_wait;
-        if (up->curl_due_ms >= 0 && up->curl_due_ms < next)
-            next = up->curl_due_ms;
-        long wait = (long)(next - now);
+        long wait = (long)(next - now), curl_wait = curl_wait_ms(up);
+        if (curl_wait >= 0 && curl_wait < wait)
+            wait = curl_wait;
         if (sink_waits && wait > 5)
             wait = 5; /* the store drains on its own thread: look again shortly */
         if (wait < 0)
@@ -1141,13 +1140,10 @@ cdn_upstream_start(const struct cdn_config *cfg)
     up->pfd = grow(NULL, &up->cap_pfd, 1, sizeof(*up->pfd));
     up->pfd[0] = (struct pollfd){.fd = up->wake_fd, .events = POLLIN};
     up->n_pfd = 1;
-    up->curl_due_ms = -1;
     up->set = members_new(cfg, NULL);
     up->multi = curl_multi_init();
     curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
-    curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
     /* Per origin host:port, as libcurl counts it; transfers beyond it wait inside libcurl (their
      * first-byte timer runs meanwhile). The idle cache may hold every origin's connections. */
     curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->origin_max_connections);
