@@ -1442,8 +1442,14 @@ start_daemon(struct cdn_front *fe, const char *hostport, struct listener *l)
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
+    /* MHD_USE_TURBO: a new connection is read before it joins the epoll set (one epoll_ctl
+     * fewer per connection, none when it closes before it would block), and a closed
+     * connection is not shut down first. The second would drop TLS's close_notify, so TLS
+     * listeners go without. nokeep-1k: +12 %, hit-1k: +6 % (interleaved 3 x 5 s). */
     if (l->tls)
         flags |= MHD_USE_TLS;
+    else
+        flags |= MHD_USE_TURBO;
     struct MHD_OptionItem ops[16];
     size_t k = 0;
 #define OPT(o, v, p) (ops[k++] = (struct MHD_OptionItem){(o), (intptr_t)(v), (p)})
