@@ -58,6 +58,7 @@ struct aconf {
     atomic_uint refs;
     char *token;      /* admin_token; NULL: only /healthz */
     char *peer_token; /* sent to peers: purge_peer_token, else admin_token */
+    char *peer_ca_file; /* purge_peer_ca_file; NULL: the system CA store */
     unsigned timeout_ms;
     size_t n_parents, n_children;
     char *parents[CDN_MAX_ORIGINS];
@@ -115,6 +116,7 @@ conf_new(const struct cdn_config *cfg)
     c->token = cfg->admin_token ? cdn_strdup(cfg->admin_token) : NULL;
     const char *pt = cfg->purge_peer_token ? cfg->purge_peer_token : cfg->admin_token;
     c->peer_token = pt ? cdn_strdup(pt) : NULL;
+    c->peer_ca_file = cfg->purge_peer_ca_file ? cdn_strdup(cfg->purge_peer_ca_file) : NULL;
     c->timeout_ms = cfg->purge_peer_timeout_ms;
     for (size_t i = 0; i < cfg->n_purge_parents && i < CDN_MAX_ORIGINS; i++)
         c->parents[c->n_parents++] = cdn_strdup(cfg->purge_parents[i]);
@@ -130,6 +132,7 @@ conf_unref(struct aconf *c)
         return;
     free(c->token);
     free(c->peer_token);
+    free(c->peer_ca_file);
     for (size_t i = 0; i < c->n_parents; i++)
         free(c->parents[i]);
     for (size_t i = 0; i < c->n_children; i++)
@@ -822,6 +825,7 @@ purged(void *arg, int result)
             .query = r->fwd,
             .token = c->peer_token,
             .origin = r->a->cdn_id,
+            .ca_file = c->peer_ca_file,
             .timeout_ms = c->timeout_ms,
         };
         cdn_peers_forward(r->a->peers, &job, fanned, r);

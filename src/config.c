@@ -124,6 +124,7 @@ static const struct key keys[] = {
     {"purge_parents", K_ORIGINS, F(purge_parents), 0, 0},
     {"purge_children", K_ORIGINS, F(purge_children), 0, 0},
     {"purge_peer_token", K_SECRET, F(purge_peer_token), 0, 0},
+    {"purge_peer_ca_file", K_STRING, F(purge_peer_ca_file), 0, 0},
     {"purge_peer_timeout", K_MS, F(purge_peer_timeout_ms), 1, 600000},
     {"log_level", K_LOG_LEVEL, F(log_level), 0, 0},
     {"access_log", K_STRING, F(access_log), 0, 0}, /* "stderr", "off" or a file */
@@ -888,6 +889,9 @@ cdn_config_check(const struct cdn_config *c, char *err, size_t errlen)
     if (c->origin_ca_file != NULL &&
         (rc = check_readable("origin_ca_file", c->origin_ca_file, err, errlen)) != 0)
         return rc;
+    if (c->purge_peer_ca_file != NULL &&
+        (rc = check_readable("purge_peer_ca_file", c->purge_peer_ca_file, err, errlen)) != 0)
+        return rc;
     if (c->admin_token != NULL && strlen(c->admin_token) < MIN_ADMIN_TOKEN)
         return errf(err, errlen, "admin_token: must be at least %d bytes", MIN_ADMIN_TOKEN);
     if (c->purge_peer_token != NULL && strlen(c->purge_peer_token) < MIN_ADMIN_TOKEN)
@@ -914,7 +918,7 @@ cdn_config_free(struct cdn_config *c)
     char **strings[] = {
         &c->listen, &c->listen_tls, &c->tls_cert,     &c->tls_key,     &c->origin_ca_file,
         &c->cdn_id, &c->cache_dir,  &c->admin_listen, &c->admin_token, &c->origin_health_path,
-        &c->purge_peer_token};
+        &c->purge_peer_token, &c->purge_peer_ca_file};
     for (size_t i = 0; i < CDN_ARRAY_LEN(strings); i++)
         free(*strings[i]);
     free(c->access_log);

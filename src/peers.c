@@ -48,6 +48,7 @@ struct fan {
     size_t n_parents, n;
     const char *query;
     struct curl_slist *hdrs;
+    const char *ca_file; /* NULL: the system CA store */
     unsigned timeout_ms;
     unsigned running; /* transfers of the current stage still going */
     enum { STAGE_NONE, STAGE_PARENTS, STAGE_CHILDREN } stage; /* the one started last */
@@ -240,6 +241,8 @@ xfer_start(struct cdn_peers *p, struct fan *f, size_t i)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    if (f->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, f->ca_file);
     if (curl_multi_add_handle(p->multi, e) != CURLM_OK) {
         curl_easy_cleanup(e);
         snprintf(f->res[i].error, sizeof(f->res[i].error), "cannot start a transfer");
@@ -437,6 +440,7 @@ cdn_peers_forward(struct cdn_peers *p, const struct cdn_peers_job *job, cdn_peer
     f->done = done;
     f->arg = arg;
     f->timeout_ms = job->timeout_ms;
+    f->ca_file = job->ca_file ? cdn_arena_strdup(a, job->ca_file) : NULL;
     f->query = cdn_arena_strdup(a, job->query);
     f->res = cdn_arena_alloc(a, (n ? n : 1) * sizeof(*f->res));
     f->x = cdn_arena_alloc(a, (n ? n : 1) * sizeof(*f->x));

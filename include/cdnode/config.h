@@ -107,6 +107,7 @@ struct cdn_config {
                                    child nodes: each purge is forwarded to them after the parents */
     size_t n_purge_children;
     char *purge_peer_token;     /* purge_peer_token = STRING     default: admin_token */
+    char *purge_peer_ca_file;   /* purge_peer_ca_file = FILE     default: system CA store */
     unsigned purge_peer_timeout_ms; /* purge_peer_timeout = DUR  default 2s per peer */
     /* logging */
     int log_level;              /* log_level = error|warn|info|debug  default info */

@@ -44,6 +44,7 @@ struct cdn_peers_job {
     const char *query;   /* what follows "/purge?" (cdn_peers_query, cdn_peers_url_query) */
     const char *token;   /* bearer token for the peers */
     const char *origin;  /* cdn_id of this node: the CDN-Purge-Forwarded value */
+    const char *ca_file; /* CA certificates for https:// peers; NULL: the system store */
     unsigned timeout_ms; /* per peer request */
 };
 

@@ -10,7 +10,8 @@
  * numbers, never of times. A parent stub can hold its answer until another parent stub has
  * received its request, which a node forwarding to the parents one by one could never satisfy.
  * Failures: a closed port (refused, reported at once), a socket that listens but never answers
- * (reported after purge_peer_timeout) and a peer refusing the token (401).
+ * (reported after purge_peer_timeout) and a peer refusing the token (401). An https:// peer is
+ * trusted through purge_peer_ca_file, and refused (token unsent) without it.
  *
  * Every node of a test lives in a static struct h_node, because the teardown stops the processes
  * after the test function has returned.
@@ -520,6 +521,56 @@ test_one_hop(void **state)
     H_PASS(t);
 }
 
+/*
+ * An https:// peer with a self-signed certificate: node B's TLS listener stands in for a TLS
+ * terminator in front of a peer, and passes what it receives to the test origin. A with
+ * purge_peer_ca_file = that certificate gets an HTTP answer through it, and the origin sees the
+ * request with its token. A2 without the file reports the failed verification, and nothing more
+ * reaches the origin.
+ */
+static void
+test_https_peer(void **state)
+{
+    struct h_test *t = *state;
+    memset(nodes, 0, sizeof(nodes));
+    struct h_node *a = &nodes[0], *b = &nodes[1], *a2 = &nodes[2];
+    char cert[512], key[512], conf[1400], want[256];
+    assert_int_equal(h_make_cert(t, "peer", cert, key, sizeof(cert)), 0);
+    int tls_port = h_free_port();
+    snprintf(conf, sizeof(conf), "listen_tls = 127.0.0.1:%d\ntls_cert = %s\ntls_key = %s\n",
+             tls_port, cert, key);
+    start(t, b, "fan-tls", t->origin_url, conf);
+    if (!h_wait_port(tls_port, H_TIMEOUT_MS))
+        fail_msg("B's TLS listener on %d does not accept", tls_port);
+
+    snprintf(conf, sizeof(conf), "purge_children = https://127.0.0.1:%d\npurge_peer_ca_file = %s\n",
+             tls_port, cert);
+    start(t, a, "fan-ca", t->origin_url, conf);
+    char *body = purge(a->admin_port, "all=1", NULL);
+    snprintf(want, sizeof(want), "{\"peer\": \"https://127.0.0.1:%d\", \"role\": \"child\", \"status\": ",
+             tls_port);
+    EXPECT_IN(body, want);
+    free(body);
+    char *head = h_origin_last(t, "/purge");
+    if (head == NULL || strstr(head, AUTH) == NULL)
+        fail_msg("the origin behind the https peer saw %s", head ? head : "no /purge request");
+    free(head);
+    long seen = h_origin_count(t, "/purge");
+
+    snprintf(conf, sizeof(conf), "purge_children = https://127.0.0.1:%d\n", tls_port);
+    start(t, a2, "fan-noca", t->origin_url, conf);
+    body = purge(a2->admin_port, "all=1", NULL);
+    snprintf(want, sizeof(want),
+             "{\"peer\": \"https://127.0.0.1:%d\", \"role\": \"child\", \"error\": \"SSL peer certificate",
+             tls_port);
+    EXPECT_IN(body, want);
+    free(body);
+    if (h_origin_count(t, "/purge") != seen)
+        fail_msg("a purge reached the origin through a peer whose certificate was not trusted");
+    EXPECT_METRIC(a2->admin_port, PEER_FAILS, 1);
+    H_PASS(t);
+}
+
 int
 main(void)
 {
@@ -528,6 +579,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_order_and_request, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_failures, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_one_hop, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_https_peer, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

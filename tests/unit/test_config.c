@@ -122,6 +122,7 @@ dump(const struct cdn_config *c)
     for (size_t i = 0; i < c->n_purge_children; i++)
         fprintf(f, "purge_child=%s\n", c->purge_children[i]);
     S(purge_peer_token);
+    S(purge_peer_ca_file);
     U(purge_peer_timeout_ms);
     U(log_level);
     S(access_log);
@@ -359,6 +360,7 @@ static const struct {
     {"origin_idle_timeout", "10", "50d",
      "origin_idle_timeout: must be at most 4294967295ms, got '50d'"},
     {"origin_ca_file", "/etc/ssl/ca.pem", "", "origin_ca_file: empty value"},
+    {"purge_peer_ca_file", "/etc/ssl/peers.pem", "", "purge_peer_ca_file: empty value"},
     {"max_origin_headers", "1k", "512", "max_origin_headers: must be at least 1k, got '512'"},
     {"cdn_id", "Edge-1", "edge 1",
      "cdn_id: expected a token of 1 to 63 letters, digits or !#$%&'*+-.^_`|~, got 'edge 1'"},
@@ -394,7 +396,7 @@ static void
 test_set_every_key(void **state)
 {
     (void)state;
-    assert_int_equal(CDN_ARRAY_LEN(keys), 45); /* one row per key in config.h */
+    assert_int_equal(CDN_ARRAY_LEN(keys), 46); /* one row per key in config.h */
     for (size_t i = 0; i < CDN_ARRAY_LEN(keys); i++) {
         struct cdn_config c;
         char err[512] = "";
@@ -441,6 +443,7 @@ test_set_values(void **state)
     assert_int_equal(c.origin_first_byte_timeout_ms, 60000);
     assert_int_equal(c.origin_idle_timeout_ms, 10000);
     assert_string_equal(c.origin_ca_file, "/etc/ssl/ca.pem");
+    assert_string_equal(c.purge_peer_ca_file, "/etc/ssl/peers.pem");
     assert_int_equal(c.max_origin_headers, 1024);
     assert_string_equal(c.cdn_id, "Edge-1");
     assert_int_equal(c.loop_allowance, 2);
@@ -491,6 +494,7 @@ test_defaults(void **state)
     assert_int_equal(c.origin_first_byte_timeout_ms, 30000);
     assert_int_equal(c.origin_idle_timeout_ms, 30000);
     assert_null(c.origin_ca_file);
+    assert_null(c.purge_peer_ca_file);
     assert_int_equal(c.max_origin_headers, 16384);
     size_t n = strlen(c.cdn_id);
     assert_in_range(n, 1, 63);
@@ -977,6 +981,8 @@ test_check(void **state)
         {{"tls_cert", "/nonexistent/c.pem"}, NULL}, /* unused without listen_tls */
         {{"origin_ca_file", "/tmp"}, "origin_ca_file: '/tmp' is not a regular file"},
         {{"origin_ca_file", "@CERT"}, NULL},
+        {{"purge_peer_ca_file", "/tmp"}, "purge_peer_ca_file: '/tmp' is not a regular file"},
+        {{"purge_peer_ca_file", "@CERT"}, NULL},
         {{"admin_token", "0123456789abcde"}, "admin_token: must be at least 16 bytes"},
         {{"admin_token", "0123456789abcdef"}, NULL},
         {{"admin_listen", "127.0.0.1:8080"},
