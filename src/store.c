@@ -751,7 +751,14 @@ apply_chunk(struct cdn_store *s, MDB_txn *t, struct op *op)
     body_key(op->put->body_id, op->idx, kb);
     MDB_val k = {BODY_KEY_LEN, kb}, v = {op->len, op->data};
     op->result = 0;
-    return mdb_put(t, s->body, &k, &v, 0);
+    /* Body ids only grow, so a chunk usually sorts after every key stored: appended, LMDB
+     * neither searches nor splits the last page in half, and body pages stay full. A chunk of
+     * an object that started before another one's is the exception (MDB_KEYEXIST, nothing
+     * written): it goes in by search. */
+    int rc = mdb_put(t, s->body, &k, &v, MDB_APPEND);
+    if (rc == MDB_KEYEXIST)
+        rc = mdb_put(t, s->body, &k, &v, 0);
+    return rc;
 }
 
 static int

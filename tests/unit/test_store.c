@@ -328,6 +328,37 @@ test_roundtrip_multichunk(void **state)
     free(body);
 }
 
+/* Two streaming puts, the later-begun one (higher body id) first to reach the store: the chunks
+ * of the earlier one sort before keys already stored, so they cannot be appended; both bodies
+ * still come back whole. */
+static void
+test_interleaved_puts(void **state)
+{
+    struct fx *f = *state;
+    f->o.chunk_size = 4096;
+    struct cdn_store *s = open_fx(f);
+    size_t len = 3 * 4096 + 7;
+    uint8_t *b1 = pattern(len, 11), *b2 = pattern(len, 12);
+    struct cdn_store_put *p1 = cdn_store_put_begin(s), *p2 = cdn_store_put_begin(s);
+    assert_int_equal(cdn_store_put_write(p2, b2, 2 * 4096), 0);
+    assert_int_equal(cdn_store_flush(s), 0); /* p2's chunks 0 and 1 are stored */
+    assert_int_equal(cdn_store_put_write(p1, b1, len), 0);
+    assert_int_equal(cdn_store_put_write(p2, b2 + 2 * 4096, len - 2 * 4096), 0);
+    struct cdn_store_meta m1 = meta("http://a.test/first", NULL);
+    struct cdn_store_meta m2 = meta("http://a.test/second", NULL);
+    int r1 = 1, r2 = 1;
+    cdn_store_put_commit(p1, &m1, on_done, &r1);
+    cdn_store_put_commit(p2, &m2, on_done, &r2);
+    assert_int_equal(cdn_store_flush(s), 0);
+    assert_int_equal(r1, 0);
+    assert_int_equal(r2, 0);
+    assert_body(s, m1.key, NULL, b1, len);
+    assert_body(s, m2.key, NULL, b2, len);
+    assert_int_equal(raw_entries(s, s->body), 8);
+    free(b1);
+    free(b2);
+}
+
 /* Chunk buffers sized from an announced length: right, too small, too large, or none, the
  * stored body is the bytes written, in chunks of chunk_size. */
 static void
@@ -1339,6 +1370,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_roundtrip_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_multichunk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interleaved_puts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_expect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_default_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variants, setup, teardown),
