@@ -56,8 +56,8 @@
 /* The reloadable part of the configuration (see the top comment). */
 struct aconf {
     atomic_uint refs;
-    char *token;      /* admin_token; NULL: only /healthz */
-    char *peer_token; /* sent to peers: purge_peer_token, else admin_token */
+    char *token;        /* admin_token; NULL: only /healthz */
+    char *peer_token;   /* sent to peers: purge_peer_token, else admin_token */
     char *peer_ca_file; /* purge_peer_ca_file; NULL: the system CA store */
     unsigned timeout_ms;
     size_t n_parents, n_children;

@@ -563,6 +563,17 @@ h_node_start(struct h_test *t, struct h_node *n, const char *cdn_id, const char 
     return -1;
 }
 
+void
+h_node_start_conf(struct h_test *t, const char *cdn_id, const char *name, const char *text)
+{
+    char conf[512];
+    h_path(t, name, conf, sizeof(conf));
+    if (h_write_file(conf, "%s", text) != 0)
+        fail_msg("cannot write %s", conf);
+    if (h_node_start(t, &t->node, cdn_id, t->origin_url, H_ARGS("-c", conf)) != 0)
+        fail_msg("the node did not start with %s:\n%s", name, text);
+}
+
 /* ---- raw HTTP/1.1 client ---- */
 
 int
@@ -897,6 +908,16 @@ h_read_response_sink(struct h_conn *c, struct h_resp *r, bool head_request, int 
     return 0;
 }
 
+void
+h_pattern_sink(void *ctx, const char *data, size_t len)
+{
+    struct h_pattern *p = ctx;
+    for (size_t i = 0; i < len && p->bad == 0; i++)
+        if (data[i] != (char)('a' + (p->off + i) % 26))
+            p->bad = p->off + i + 1;
+    p->off += len;
+}
+
 int
 h_read_response(struct h_conn *c, struct h_resp *r, bool head_request, int timeout_ms)
 {
@@ -1029,6 +1050,18 @@ long
 h_origin_count(const struct h_test *t, const char *path)
 {
     return origin_number(t, "count", path);
+}
+
+long
+h_origin_wait_count(const struct h_test *t, const char *path, long want, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    long n = h_origin_count(t, path);
+    for (int i = 0; i < 10000 && n < want && h_now_ms() < deadline; i++) {
+        h_nap_ms(10);
+        n = h_origin_count(t, path);
+    }
+    return n;
 }
 
 long

@@ -120,6 +120,9 @@ void h_track(struct h_test *t, struct h_proc *p);
 int h_node_start(struct h_test *t, struct h_node *n, const char *cdn_id, const char *origin_url,
                  const char *const *extra);
 #define H_ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+/* Writes `text` to <dir>/<name> and starts t->node (cdn_id, the test origin) with -c on it; fails
+ * the test when the node does not start. */
+void h_node_start_conf(struct h_test *t, const char *cdn_id, const char *name, const char *text);
 
 /* ---- raw HTTP/1.1 client ---- */
 
@@ -164,6 +167,12 @@ int h_conn_sendf(struct h_conn *c, const char *fmt, ...) __attribute__((format(p
  * was read (r->complete tells whether the body was whole), -1 when none arrived.
  */
 int h_read_response(struct h_conn *c, struct h_resp *r, bool head_request, int timeout_ms);
+/* A sink checking that a body is testorigin's size= pattern ('a' + offset % 26). */
+struct h_pattern {
+    uint64_t off;
+    uint64_t bad; /* first wrong offset + 1, 0 if none */
+};
+void h_pattern_sink(void *ctx, const char *data, size_t len);
 int h_read_response_sink(struct h_conn *c, struct h_resp *r, bool head_request, int timeout_ms,
                          h_sink_fn sink, void *ctx);
 /* Whether the peer closes the connection within timeout_ms (bytes arriving meanwhile: false). */
@@ -186,6 +195,8 @@ int h_get(int port, const char *path, const char *extra_headers, struct h_resp *
 /* ---- testorigin control (never counted by the origin) ---- */
 
 long h_origin_count(const struct h_test *t, const char *path);
+/* Polls h_origin_count(path) until it reaches want or timeout_ms passes; returns the last count. */
+long h_origin_wait_count(const struct h_test *t, const char *path, long want, int timeout_ms);
 long h_origin_total(const struct h_test *t);
 long h_origin_conns(const struct h_test *t);
 /* Raw head of the last request to path, or NULL if none. */

@@ -25,17 +25,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Writes `text` to <dir>/<name> and starts the usual node with -c on it. */
-static void
-start_with(struct h_test *t, const char *name, const char *text)
-{
-    char conf[512];
-    h_path(t, name, conf, sizeof(conf));
-    assert_int_equal(h_write_file(conf, "%s", text), 0);
-    if (h_node_start(t, &t->node, "abusenode", t->origin_url, H_ARGS("-c", conf)) != 0)
-        fail_msg("the node did not start with %s:\n%s", name, text);
-}
-
 /*
  * Whether fd is readable now (poll with timeout 0): then reads what is there. Returns 1 when the
  * peer closed or reset the connection, 0 when it is still open (bytes read meanwhile go to *got).
@@ -108,7 +97,7 @@ static void
 test_slowloris(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "slow.conf", "request_head_timeout = 2\n");
+    h_node_start_conf(t, "abusenode", "slow.conf", "request_head_timeout = 2\n");
     timed_get(t, "/fast?cc=max-age=60&body=fast", "fast"); /* stored before the trickle */
 
     static const char head[] = "GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
@@ -218,7 +207,7 @@ test_connection_limit(void **state)
     struct h_test *t = *state;
     char text[128];
     snprintf(text, sizeof(text), "connection_limit = %d\nrequest_head_timeout = 60\n", N_LIMIT);
-    start_with(t, "limit.conf", text);
+    h_node_start_conf(t, "abusenode", "limit.conf", text);
     struct h_conn idle[N_LIMIT];
     for (int i = 0; i < N_LIMIT; i++)
         if (h_conn_open(&idle[i], t->node.port) != 0)
@@ -292,7 +281,7 @@ test_tls_limits(void **state)
              tls_port, cert, key);
     /* Both listeners listen before the admin one answers /healthz: no probe connection here,
      * it could still take one of the two places when the idle connections arrive. */
-    start_with(t, "tls.conf", text);
+    h_node_start_conf(t, "abusenode", "tls.conf", text);
 
     struct h_conn idle[2], tc;
     for (int i = 0; i < 2; i++)
@@ -359,7 +348,7 @@ static void
 test_body_limit(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "body.conf", "max_request_body = 1k\n");
+    h_node_start_conf(t, "abusenode", "body.conf", "max_request_body = 1k\n");
     struct h_conn c;
     assert_int_equal(h_conn_open(&c, t->node.port), 0);
     int64_t t0 = h_now_ms();
@@ -471,7 +460,7 @@ static void
 test_pipelining(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "pipe.conf", "# defaults\n");
+    h_node_start_conf(t, "abusenode", "pipe.conf", "# defaults\n");
     struct h_conn c;
     assert_int_equal(h_conn_open(&c, t->node.port), 0);
     /* A writer blocked on a node that stopped reading gives up instead of hanging the test. */
@@ -529,7 +518,7 @@ test_trusted_hops(void **state)
     char log[512], text[700];
     h_path(t, "a.log", log, sizeof(log));
     snprintf(text, sizeof(text), "trusted_hops = 1\naccess_log = %s\n", log);
-    start_with(t, "hops.conf", text);
+    h_node_start_conf(t, "abusenode", "hops.conf", text);
 
     struct h_resp r;
     assert_int_equal(h_get(t->node.port, "/xff?cc=no-store&body=hi",

@@ -138,21 +138,6 @@ align_to_second(void)
     }
 }
 
-struct pattern_check {
-    uint64_t off;
-    uint64_t bad; /* first wrong offset + 1, 0 if none */
-};
-
-static void
-pattern_sink(void *ctx, const char *data, size_t len)
-{
-    struct pattern_check *p = ctx;
-    for (size_t i = 0; i < len && p->bad == 0; i++)
-        if (data[i] != (char)('a' + (p->off + i) % 26))
-            p->bad = p->off + i + 1;
-    p->off += len;
-}
-
 /* GET of a testorigin size= object; the body must be its pattern, whole. */
 static void
 get_pattern(struct h_test *t, const char *target, uint64_t size, struct h_resp *r)
@@ -161,8 +146,8 @@ get_pattern(struct h_test *t, const char *target, uint64_t size, struct h_resp *
     assert_int_equal(h_conn_open(&c, t->node.port), 0);
     assert_int_equal(
         h_conn_sendf(&c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", target, t->node.port), 0);
-    struct pattern_check p = {0};
-    if (h_read_response_sink(&c, r, false, 60000, pattern_sink, &p) != 0)
+    struct h_pattern p = {0};
+    if (h_read_response_sink(&c, r, false, 60000, h_pattern_sink, &p) != 0)
         fail_msg("GET %s: no response", target);
     h_conn_close(&c);
     if (r->status != 200 || !r->complete || r->body_total != size || p.off != size)
@@ -815,11 +800,11 @@ load_main(void *arg)
         struct h_conn c;
         if (h_conn_open(&c, l->port) != 0)
             break;
-        struct pattern_check p = {0};
+        struct h_pattern p = {0};
         struct h_resp r;
         int rc = h_conn_sendf(&c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", target, l->port);
         if (rc == 0)
-            rc = h_read_response_sink(&c, &r, false, H_TIMEOUT_MS, pattern_sink, &p);
+            rc = h_read_response_sink(&c, &r, false, H_TIMEOUT_MS, h_pattern_sink, &p);
         h_conn_close(&c);
         if (rc != 0)
             break;

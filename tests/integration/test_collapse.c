@@ -36,19 +36,6 @@ start_node(struct h_test *t)
     assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, NULL), 0);
 }
 
-/* Polls the origin's count for path until it reaches want or timeout_ms passes; returns it. */
-static long
-wait_count(struct h_test *t, const char *path, long want, int timeout_ms)
-{
-    int64_t deadline = h_now_ms() + timeout_ms;
-    long n = h_origin_count(t, path);
-    for (int i = 0; i < 10000 && n < want && h_now_ms() < deadline; i++) {
-        h_nap_ms(10);
-        n = h_origin_count(t, path);
-    }
-    return n;
-}
-
 /* Value of the unlabelled metric `name` from the node's /metrics, or -1. */
 static long long
 node_metric(struct h_test *t, const char *name)
@@ -126,27 +113,12 @@ pattern_mismatch(const char *body, size_t len)
     return -1;
 }
 
-struct pattern_check {
-    uint64_t off;
-    uint64_t bad; /* first wrong offset + 1, 0 if none */
-};
-
-static void
-pattern_sink(void *ctx, const char *data, size_t len)
-{
-    struct pattern_check *p = ctx;
-    for (size_t i = 0; i < len && p->bad == 0; i++)
-        if (data[i] != (char)('a' + (p->off + i) % 26))
-            p->bad = p->off + i + 1;
-    p->off += len;
-}
-
 /* Reads a response whose body must be the whole size= pattern of `size` bytes. */
 static void
 read_pattern(struct h_conn *c, const char *who, uint64_t size, struct h_resp *r)
 {
-    struct pattern_check p = {0};
-    if (h_read_response_sink(c, r, false, 60000, pattern_sink, &p) != 0)
+    struct h_pattern p = {0};
+    if (h_read_response_sink(c, r, false, 60000, h_pattern_sink, &p) != 0)
         fail_msg("%s: no response", who);
     if (r->status != 200 || !r->complete || r->body_total != size || p.off != size)
         fail_msg("%s: status %d, %llu of %llu bytes, complete %d, Cache-Status \"%s\"", who,
@@ -391,7 +363,7 @@ test_leader_disconnect(void **state)
     assert_int_equal(h_conn_open(&b, t->node.port), 0);
     send_get(t, &a, target, NULL);
     /* A leads once the origin has its request; B joins while the origin still holds the head. */
-    long seen = wait_count(t, "/big", 1, H_TIMEOUT_MS);
+    long seen = h_origin_wait_count(t, "/big", 1, H_TIMEOUT_MS);
     if (seen != 1)
         fail_msg("origin saw %ld requests for /big after A's (expected 1)", seen);
     send_get(t, &b, target, NULL);
@@ -535,7 +507,7 @@ test_stale_while_revalidate_once(void **state)
     if (answer_ms >= DELAY_MS / 2)
         fail_msg("the stale answer took %lld ms: it waited for the origin", (long long)answer_ms);
 
-    long seen = wait_count(t, "/swr", 2, H_TIMEOUT_MS);
+    long seen = h_origin_wait_count(t, "/swr", 2, H_TIMEOUT_MS);
     if (seen != 2)
         fail_msg("origin saw %ld requests for /swr (expected 2: one background refresh)", seen);
     char *last = h_origin_last(t, "/swr");

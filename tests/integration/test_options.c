@@ -34,30 +34,6 @@ own_cs(const struct h_resp *r)
     return v;
 }
 
-/* Writes `text` to <dir>/<name> and starts the usual node with -c on it. */
-static void
-start_with(struct h_test *t, const char *name, const char *text)
-{
-    char conf[512];
-    h_path(t, name, conf, sizeof(conf));
-    assert_int_equal(h_write_file(conf, "%s", text), 0);
-    if (h_node_start(t, &t->node, "optnode", t->origin_url, H_ARGS("-c", conf)) != 0)
-        fail_msg("the node did not start with %s:\n%s", name, text);
-}
-
-/* Polls the origin's count for path until it reaches want or timeout_ms passes; returns it. */
-static long
-wait_count(struct h_test *t, const char *path, long want, int timeout_ms)
-{
-    int64_t deadline = h_now_ms() + timeout_ms;
-    long n = h_origin_count(t, path);
-    for (int i = 0; i < 10000 && n < want && h_now_ms() < deadline; i++) {
-        h_nap_ms(10);
-        n = h_origin_count(t, path);
-    }
-    return n;
-}
-
 #define EXPECT_COUNT(t, path, n)                                                                   \
     do {                                                                                           \
         long got_ = h_origin_count((t), (path));                                                   \
@@ -81,14 +57,14 @@ static void
 test_collapse_wait(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "cw.conf", "collapse_wait = 1s\n");
+    h_node_start_conf(t, "optnode", "cw.conf", "collapse_wait = 1s\n");
     const char *target = "/cw?delay_ms=2500&cc=max-age=60&body=late";
     struct h_conn l, f;
     assert_int_equal(h_conn_open(&l, t->node.port), 0);
     assert_int_equal(h_conn_open(&f, t->node.port), 0);
     int64_t t0 = h_now_ms();
     send_get(&l, t->node.port, target);
-    long seen = wait_count(t, "/cw", 1, H_TIMEOUT_MS);
+    long seen = h_origin_wait_count(t, "/cw", 1, H_TIMEOUT_MS);
     if (seen != 1)
         fail_msg("origin saw %ld requests for /cw after the leader's (expected 1)", seen);
     int64_t tf = h_now_ms();
@@ -162,7 +138,7 @@ static void
 test_strip_cache_tags_default(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "tags.conf", "# strip_cache_tags left at its default (on)\n");
+    h_node_start_conf(t, "optnode", "tags.conf", "# strip_cache_tags left at its default (on)\n");
     check_tags(t, tags_target, false);
     H_PASS(t);
 }
@@ -171,7 +147,7 @@ static void
 test_strip_cache_tags_off(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "tags.conf", "strip_cache_tags = off\n");
+    h_node_start_conf(t, "optnode", "tags.conf", "strip_cache_tags = off\n");
     check_tags(t, tags_target, true);
     H_PASS(t);
 }
@@ -216,7 +192,7 @@ static void
 test_stale_if_error_grace(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "sie.conf", "stale_if_error_grace = 60\n");
+    h_node_start_conf(t, "optnode", "sie.conf", "stale_if_error_grace = 60\n");
     struct h_resp r;
     stale_then_fail(t, &r);
     if (r.status != 200 || r.body == NULL || strcmp(r.body, "kept") != 0 ||
@@ -232,7 +208,7 @@ static void
 test_stale_if_error_grace_default(void **state)
 {
     struct h_test *t = *state;
-    start_with(t, "sie.conf", "# stale_if_error_grace left at its default (0)\n");
+    h_node_start_conf(t, "optnode", "sie.conf", "# stale_if_error_grace left at its default (0)\n");
     struct h_resp r;
     stale_then_fail(t, &r);
     if (r.status != 503 || strstr(own_cs(&r), "stale-if-error") != NULL)
@@ -376,7 +352,7 @@ test_access_log_combined(void **state)
     h_path(t, "access.log", log, sizeof(log));
     h_path(t, "access.log.1", rotated, sizeof(rotated));
     snprintf(text, sizeof(text), "access_log = %s\n", log);
-    start_with(t, "alog.conf", text);
+    h_node_start_conf(t, "optnode", "alog.conf", text);
     const char *target = "/al?cc=max-age=60&body=hello";
     ua_get(t, target, "ua-miss", 200, "hello");
     ua_get(t, target, "ua-hit", 200, "hello");
@@ -460,7 +436,7 @@ test_access_log_json(void **state)
     char log[512], text[1024];
     h_path(t, "access.json", log, sizeof(log));
     snprintf(text, sizeof(text), "access_log = %s\naccess_log_format = json\n", log);
-    start_with(t, "alog.conf", text);
+    h_node_start_conf(t, "optnode", "alog.conf", text);
     const char *target = "/aj?cc=max-age=60&body=hello";
     ua_get(t, target, "ua-miss", 200, "hello");
     ua_get(t, target, "ua-hit", 200, "hello");

@@ -547,8 +547,8 @@ test_https_peer(void **state)
              tls_port, cert);
     start(t, a, "fan-ca", t->origin_url, conf);
     char *body = purge(a->admin_port, "all=1", NULL);
-    snprintf(want, sizeof(want), "{\"peer\": \"https://127.0.0.1:%d\", \"role\": \"child\", \"status\": ",
-             tls_port);
+    snprintf(want, sizeof(want),
+             "{\"peer\": \"https://127.0.0.1:%d\", \"role\": \"child\", \"status\": ", tls_port);
     EXPECT_IN(body, want);
     free(body);
     char *head = h_origin_last(t, "/purge");
@@ -561,7 +561,8 @@ test_https_peer(void **state)
     start(t, a2, "fan-noca", t->origin_url, conf);
     body = purge(a2->admin_port, "all=1", NULL);
     snprintf(want, sizeof(want),
-             "{\"peer\": \"https://127.0.0.1:%d\", \"role\": \"child\", \"error\": \"SSL peer certificate",
+             "{\"peer\": \"https://127.0.0.1:%d\", \"role\": \"child\", \"error\": \"SSL peer "
+             "certificate",
              tls_port);
     EXPECT_IN(body, want);
     free(body);

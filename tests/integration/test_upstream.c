@@ -158,21 +158,6 @@ test_origin_reset_mid_body(void **state)
     H_PASS(t);
 }
 
-struct pattern_check {
-    uint64_t off;
-    uint64_t bad; /* first wrong offset + 1, 0 if none */
-};
-
-static void
-pattern_sink(void *ctx, const char *data, size_t len)
-{
-    struct pattern_check *p = ctx;
-    for (size_t i = 0; i < len && p->bad == 0; i++)
-        if (data[i] != (char)('a' + (p->off + i) % 26))
-            p->bad = p->off + i + 1;
-    p->off += len;
-}
-
 struct rss_sampler {
     pid_t pid;
     atomic_bool stop;
@@ -212,9 +197,9 @@ test_large_body_streamed(void **state)
     struct rss_sampler s = {.pid = t->node.proc.pid};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, rss_main, &s), 0);
-    struct pattern_check p = {0};
+    struct h_pattern p = {0};
     struct h_resp r;
-    int rc = h_read_response_sink(&c, &r, false, 240000, pattern_sink, &p);
+    int rc = h_read_response_sink(&c, &r, false, 240000, h_pattern_sink, &p);
     atomic_store(&s.stop, true);
     pthread_join(th, NULL);
     h_conn_close(&c);
