@@ -1,14 +1,13 @@
 /*
  * upstream.c: one thread, one CURLM, many transfers (see upstream.h).
  *
- * Model: submitters push fetches on a locked queue and wake the loop through an eventfd (one
- * write per batch: wake_pending). DESIGN.md §2 names curl_multi_wakeup() for this; libcurl 7.88
+ * Model: submitters push fetches on a locked queue and wake the loop through an eventfd (one write
+ * per batch: wake_pending). DESIGN.md §2 names curl_multi_wakeup() for this; libcurl 7.88
  * implements it as one socketpair send per call, on the front end's thread, for every submitted
- * fetch, which the batched eventfd avoids (measured: the front end's sendto per miss 1.0 -> 0).
- * The loop adds queued fetches as easy handles, resumes transfers
- * whose readers made room (the fetch kicks us the same way), enforces timeouts, drives libcurl and
- * finishes completed transfers. Everything a transfer owns (struct xfer) is touched only by this
- * thread.
+ * fetch, which the batched eventfd avoids (measured: the front end's sendto per miss 1.0 -> 0). The
+ * loop adds queued fetches as easy handles, resumes transfers whose readers made room (the fetch
+ * kicks us the same way), enforces timeouts, drives libcurl and finishes completed transfers.
+ * Everything a transfer owns (struct xfer) is touched only by this thread.
  *
  * libcurl is driven with curl_multi_socket_action() over a pollfd set that its socket callback
  * keeps (no syscall to change it), so each round hands libcurl only the sockets that are ready,
