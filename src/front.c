@@ -779,6 +779,17 @@ gunzip_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return MHD_CONTENT_READER_END_WITH_ERROR;
 }
 
+/* The body of a response libmicrohttpd sends without one (304, HEAD): never read. */
+static ssize_t
+no_body_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    (void)pos;
+    (void)buf;
+    (void)max;
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
 /* A stored gzip body that this client cannot take and the response allows us to inflate. */
 static bool
 needs_gunzip(struct req *r, const struct cdn_hdrs *h)
@@ -830,10 +841,6 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
         current_age = age.current_age;
         lifetime = fr.lifetime;
     }
-    const struct iovec *iov;
-    unsigned niov;
-    if (cdn_store_lease_body(hit->lease, hit->idx, &iov, &niov) != 0)
-        return queue_text(r, 503, "stored object became unreadable; retry", false);
     uint64_t size = hit->meta->body_size;
     int status = st.status;
     uint64_t first = 0, last = size ? size - 1 : 0;
@@ -844,6 +851,14 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
     bool gunzip = needs_gunzip(r, h);
     if (cr == CDN_COND_PROCEED && !gunzip)
         rr = cdn_range_eval(method, &r->hdrs, &st, size, &first, &last);
+    /* A 304 or a HEAD carries no body: the stored one is not looked up (only its length, which
+     * the metadata has, frames the response). */
+    bool bodiless = !gunzip && (cr == CDN_COND_304 || strcmp(method, "HEAD") == 0);
+    const struct iovec *iov = NULL;
+    unsigned niov = 0;
+    if (!bodiless && cr != CDN_COND_412 && rr != CDN_RANGE_UNSATISFIABLE &&
+        cdn_store_lease_body(hit->lease, hit->idx, &iov, &niov) != 0)
+        return queue_text(r, 503, "stored object became unreadable; retry", false);
     struct MHD_Response *resp;
     if (cr == CDN_COND_412 || rr == CDN_RANGE_UNSATISFIABLE) {
         status = cr == CDN_COND_412 ? 412 : 416;
@@ -870,31 +885,38 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
          * its Content-Length then equals the stored length (RFC 9110 §8.6). */
         if (cr == CDN_COND_304)
             status = 304;
-        /* Zero-copy: the segments point into the LMDB map (or the lease's copy). */
-        struct MHD_IoVec *mv = cdn_arena_alloc(r->arena, (niov ? niov : 1) * sizeof(*mv));
-        unsigned k = 0;
-        uint64_t off = 0, from = first, to = last + 1;
+        uint64_t from = first, to = last + 1;
         if (rr == CDN_RANGE_FULL) {
             from = 0;
             to = size;
         }
-        for (unsigned i = 0; i < niov; i++) {
-            uint64_t s0 = off, s1 = off + iov[i].iov_len;
-            off = s1;
-            if (s1 <= from || s0 >= to)
-                continue;
-            uint64_t a = from > s0 ? from : s0, b = to < s1 ? to : s1;
-            mv[k].iov_base = (const char *)iov[i].iov_base + (a - s0);
-            mv[k].iov_len = (size_t)(b - a);
-            k++;
+        if (bodiless) {
+            /* libmicrohttpd frames it with this length and never reads it. */
+            resp = MHD_create_response_from_callback(to - from, 64, no_body_reader, NULL, NULL);
+        } else {
+            /* Zero-copy: the segments point into the LMDB map (or the lease's copy). */
+            struct MHD_IoVec *mv = cdn_arena_alloc(r->arena, (niov ? niov : 1) * sizeof(*mv));
+            unsigned k = 0;
+            uint64_t off = 0;
+            for (unsigned i = 0; i < niov; i++) {
+                uint64_t s0 = off, s1 = off + iov[i].iov_len;
+                off = s1;
+                if (s1 <= from || s0 >= to)
+                    continue;
+                uint64_t a = from > s0 ? from : s0, b = to < s1 ? to : s1;
+                mv[k].iov_base = (const char *)iov[i].iov_base + (a - s0);
+                mv[k].iov_len = (size_t)(b - a);
+                k++;
+            }
+            resp = MHD_create_response_from_iovec(mv, k, release_req, r);
+            if (resp != NULL)
+                atomic_fetch_add(&r->refs, 1); /* released with the response: it reads the lease */
         }
-        resp = MHD_create_response_from_iovec(mv, k, release_req, r);
         if (resp == NULL)
             return queue_text(r, 500, "cannot create response", true);
-        atomic_fetch_add(&r->refs, 1); /* released with the response: it reads the lease */
         if (rr == CDN_RANGE_PARTIAL)
             status = 206;
-        if (status != 304 && strcmp(method, "HEAD") != 0) {
+        if (!bodiless) {
             atomic_fetch_add_explicit(&fe->n_bytes_out, to - from, memory_order_relaxed);
             r->bytes_sent = to - from;
             size_send_buffer(fe, r->conn, to - from);

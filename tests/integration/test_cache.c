@@ -452,6 +452,10 @@ test_client_conditionals(void **state)
                  h_cache_status(&r));
     EXPECT_HIT(&r);
     assert_string_equal(h_header(&r, "ETag"), "\"v2\"");
+    /* Framed like the 200 it stands for (RFC 9110 §8.6), without the stored body being read. */
+    const char *cl = h_header(&r, "Content-Length");
+    if (cl == NULL || strcmp(cl, "10") != 0)
+        fail_msg("304 from cache: Content-Length %s (expected 10)", cl ? cl : "(absent)");
     h_resp_free(&r);
     /* No body followed the 304: the next response on the connection parses cleanly. */
     exchange(&c, t->node.port, "GET", u, "If-None-Match: \"other\"\r\n", &r);
