@@ -17,13 +17,13 @@
 #include <string.h>
 
 #define FETCH_MAGIC 0xfe7c4a11u
-#define CHUNK_SIZE (64 * 1024)
+#define CHUNK_SIZE (64 * 1024) /* at most; a body of known length gets no more than it needs */
 #define UPLOAD_CAP (64 * 1024)
 
 struct chunk {
     struct chunk *next;
-    size_t len;
-    char data[CHUNK_SIZE];
+    size_t len, cap;
+    char data[];
 };
 
 struct cdn_fetch {
@@ -423,7 +423,7 @@ trim(struct cdn_fetch *f)
     for (struct cdn_waiter *w = f->waiters; w; w = w->next)
         if (w->off < min)
             min = w->off;
-    while (f->head && f->base + f->head->len <= min && f->head->len == CHUNK_SIZE) {
+    while (f->head && f->base + f->head->len <= min && f->head->len == f->head->cap) {
         struct chunk *c = f->head;
         f->head = c->next;
         if (f->head == NULL)
@@ -705,10 +705,19 @@ cdn_fetch_append(struct cdn_fetch *f, const char *data, size_t n)
     size_t taken = n;
     while (n > 0) {
         struct chunk *c = f->tail;
-        if (c == NULL || c->len == CHUNK_SIZE) {
-            c = cdn_malloc(sizeof(*c));
+        if (c == NULL || c->len == c->cap) {
+            /* A 64 KiB block per small response would cost the allocator a consolidation on
+             * every miss (glibc consolidates on frees of 64 KiB and more). */
+            size_t cap = CHUNK_SIZE;
+            if (f->content_length >= 0 && (uint64_t)f->content_length > f->received &&
+                (uint64_t)f->content_length - f->received < cap)
+                cap = (size_t)((uint64_t)f->content_length - f->received);
+            if (cap < n)
+                cap = n < CHUNK_SIZE ? n : CHUNK_SIZE;
+            c = cdn_malloc(sizeof(*c) + cap);
             c->next = NULL;
             c->len = 0;
+            c->cap = cap;
             if (f->tail)
                 f->tail->next = c;
             else {
@@ -717,7 +726,7 @@ cdn_fetch_append(struct cdn_fetch *f, const char *data, size_t n)
             }
             f->tail = c;
         }
-        size_t take = CHUNK_SIZE - c->len;
+        size_t take = c->cap - c->len;
         if (take > n)
             take = n;
         memcpy(c->data + c->len, data, take);
