@@ -866,8 +866,9 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
     if (cr == CDN_COND_PROCEED && !gunzip)
         rr = cdn_range_eval(method, &r->hdrs, &st, size, &first, &last);
     /* A 304 or a HEAD carries no body: the stored one is not looked up (only its length, which
-     * the metadata has, frames the response). */
-    bool bodiless = !gunzip && (cr == CDN_COND_304 || strcmp(method, "HEAD") == 0);
+     * the metadata or, for an inflated one, the stored identity length has, frames the
+     * response). */
+    bool bodiless = cr == CDN_COND_304 || strcmp(method, "HEAD") == 0;
     const struct iovec *iov = NULL;
     unsigned niov = 0;
     if (!bodiless && cr != CDN_COND_412 && rr != CDN_RANGE_UNSATISFIABLE &&
@@ -882,17 +883,22 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
             status = 304;
         int64_t ilen = identity_length(h);
         uint64_t bound = ilen >= 0 ? (uint64_t)ilen : (uint64_t)fe->cfg->max_object_size * 64;
-        r->gunzip = cdn_gunzip_new(iov, niov, bound);
         /* Unknown length would make libmicrohttpd frame a 304 as chunked: 0 then. */
         uint64_t total = ilen >= 0 ? (uint64_t)ilen : status == 304 ? 0 : MHD_SIZE_UNKNOWN;
-        /* libmicrohttpd allocates (and zeroes) the block with every response: no bigger than
-         * the body needs. */
-        size_t block = total < 4096 ? 4096 : total < 32 * 1024 ? (size_t)total : 32 * 1024;
-        resp = MHD_create_response_from_callback(total, block, gunzip_reader, r, release_req);
+        if (bodiless) {
+            resp = MHD_create_response_from_callback(total, 64, no_body_reader, NULL, NULL);
+        } else {
+            r->gunzip = cdn_gunzip_new(iov, niov, bound);
+            /* libmicrohttpd allocates (and zeroes) the block with every response: no bigger
+             * than the body needs. */
+            size_t block = total < 4096 ? 4096 : total < 32 * 1024 ? (size_t)total : 32 * 1024;
+            resp = MHD_create_response_from_callback(total, block, gunzip_reader, r, release_req);
+            if (resp != NULL)
+                atomic_fetch_add(&r->refs, 1); /* released with the response: it reads the lease */
+        }
         if (resp == NULL)
             return queue_text(r, 500, "cannot create response", true);
-        atomic_fetch_add(&r->refs, 1); /* released with the response: it reads the lease */
-        if (status != 304 && strcmp(method, "HEAD") != 0)
+        if (!bodiless)
             size_send_buffer(fe, r->conn, total);
     } else {
         /* A 304 is built like the 200 it stands for: libmicrohttpd sends no body for 304 and
