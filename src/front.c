@@ -154,7 +154,7 @@ set_send_buffer(const struct cdn_front *fe, struct MHD_Connection *conn, struct 
     const union MHD_ConnectionInfo *ai =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     size_t want = ai != NULL && is_loopback(ai->client_addr) ? fe->cfg->loopback_send_buffer
-                                                              : fe->cfg->send_buffer;
+                                                             : fe->cfg->send_buffer;
     if (want == 0)
         return; /* autotuning */
     if (size != MHD_SIZE_UNKNOWN && size <= SEND_WHOLE_MAX && size > want)
