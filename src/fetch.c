@@ -707,11 +707,16 @@ cdn_fetch_append(struct cdn_fetch *f, const char *data, size_t n)
         struct chunk *c = f->tail;
         if (c == NULL || c->len == c->cap) {
             /* A 64 KiB block per small response would cost the allocator a consolidation on
-             * every miss (glibc consolidates on frees of 64 KiB and more). */
+             * every miss (glibc consolidates on frees of 64 KiB and more). A body of known length
+             * gets what it still needs; one of unknown length starts at 4 KiB and doubles. */
             size_t cap = CHUNK_SIZE;
-            if (f->content_length >= 0 && (uint64_t)f->content_length > f->received &&
-                (uint64_t)f->content_length - f->received < cap)
-                cap = (size_t)((uint64_t)f->content_length - f->received);
+            if (f->content_length >= 0) {
+                if ((uint64_t)f->content_length > f->received &&
+                    (uint64_t)f->content_length - f->received < cap)
+                    cap = (size_t)((uint64_t)f->content_length - f->received);
+            } else if (c == NULL || c->cap < CHUNK_SIZE / 2) {
+                cap = c == NULL ? 4096 : 2 * c->cap;
+            }
             if (cap < n)
                 cap = n < CHUNK_SIZE ? n : CHUNK_SIZE;
             c = cdn_malloc(sizeof(*c) + cap);

@@ -298,22 +298,22 @@ test_two_readers_independent_offsets(void **state)
     cdn_fetch_unref(f);
 }
 
-/* Blocks are sized to a declared length: a body whose pieces cross block boundaries, read
- * while it arrives (blocks freed behind the reader), and bytes beyond the declared length, all
- * come out whole and in order. */
+/* Blocks are sized to a declared length, or grow from 4 KiB without one: a body whose pieces
+ * cross block boundaries, read while it arrives (blocks freed behind the reader), and bytes
+ * beyond the declared length, all come out whole and in order. */
 static void
 test_known_length_pieces(void **state)
 {
     (void)state;
-    static const int64_t lengths[] = {150000, 10, 65536, 1};
-    static const size_t extra[] = {0, 15, 0, 70000};
+    static const int64_t lengths[] = {150000, 10, 65536, 1, -1, -1};
+    static const size_t extra[] = {0, 15, 0, 70000, 200000, 5};
     for (size_t t = 0; t < sizeof(lengths) / sizeof(lengths[0]); t++) {
         struct cdn_fetch *f = new_fetch(0, false);
         struct probe p;
         probe_init(&p);
         cdn_fetch_attach(f, &p.w);
         publish_200(f, lengths[t]);
-        size_t total = (size_t)lengths[t] + extra[t];
+        size_t total = (lengths[t] > 0 ? (size_t)lengths[t] : 0) + extra[t];
         static char in[220000], out[220000];
         for (size_t i = 0; i < total; i++)
             in[i] = (char)('A' + (i * 7 + t) % 26);
