@@ -150,6 +150,27 @@ cdn_arena_cat_i64(struct cdn_arena *a, const char *s1, const char *s2, int64_t v
 }
 
 char *
+cdn_arena_cat(struct cdn_arena *a, const char *s, ...)
+{
+    va_list ap;
+    size_t total = 0;
+    va_start(ap, s);
+    for (const char *p = s; p != NULL; p = va_arg(ap, const char *))
+        total += strlen(p);
+    va_end(ap);
+    char *out = cdn_arena_alloc(a, total + 1), *w = out;
+    va_start(ap, s);
+    for (const char *p = s; p != NULL; p = va_arg(ap, const char *)) {
+        size_t n = strlen(p);
+        memcpy(w, p, n);
+        w += n;
+    }
+    va_end(ap);
+    *w = '\0';
+    return out;
+}
+
+char *
 cdn_arena_printf(struct cdn_arena *a, const char *fmt, ...)
 {
     va_list ap;

@@ -269,7 +269,7 @@ cdn_vary_spec(const struct cdn_hdrs *resp, struct cdn_arena *a, size_t *len)
                 goto star;
             bool dup = false;
             for (size_t j = 0; j < count && !dup; j++)
-                dup = lens[j] == elen && strncasecmp(names[j], e, elen) == 0;
+                dup = lens[j] == elen && cdn_case_eq(names[j], e, elen);
             if (dup)
                 continue;
             if (count == CDN_VARY_MAX_FIELDS)
@@ -369,7 +369,7 @@ cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req, struc
         size_t j = 0;
         for (size_t i = 0; i < req->n; i++) {
             const struct cdn_hdr *f = &req->v[i];
-            if (f->nlen != nlen || strncasecmp(f->name, name, nlen) != 0)
+            if (f->nlen != nlen || !cdn_case_eq(f->name, name, nlen))
                 continue;
             const char *v = f->value;
             size_t vlen = f->vlen;

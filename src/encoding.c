@@ -21,7 +21,6 @@
 
 #include <limits.h>
 #include <string.h>
-#include <strings.h>
 #include <zlib.h>
 
 #define GZ_MAGIC 0x677a6370u     /* "gzcp" */
@@ -207,7 +206,7 @@ type_matches(const char *m, size_t n, const char *entry)
     if (elen >= 2 && entry[elen - 2] == '/' && entry[elen - 1] == '*') {
         const char *slash = memchr(m, '/', n);
         size_t tlen = (size_t)(slash - m);
-        return tlen == elen - 2 && strncasecmp(m, entry, tlen) == 0;
+        return tlen == elen - 2 && cdn_case_eq(m, entry, tlen);
     }
     return cdn_name_eq(m, n, entry);
 }
@@ -222,11 +221,6 @@ cdn_should_compress(int status, const struct cdn_hdrs *resp, int64_t content_len
         return false;
     if (cdn_hdrs_count(resp, "Content-Type") != 1)
         return false;
-    struct cdn_cc cc;
-    cdn_cc_from_hdrs(resp, "Cache-Control", &cc);
-    if (cc.no_transform)
-        return false;
-
     const struct cdn_hdr *ct = cdn_hdrs_get(resp, "Content-Type");
     const char *s = ct->value, *end = ct->value + ct->vlen;
     while (s < end && is_ows(*s))
@@ -240,10 +234,15 @@ cdn_should_compress(int status, const struct cdn_hdrs *resp, int64_t content_len
     if (slash == NULL || !cdn_is_token(s, (size_t)(slash - s)) ||
         !cdn_is_token(slash + 1, (size_t)(stop - slash - 1)))
         return false;
-    for (size_t i = 0; i < ntypes; i++)
-        if (type_matches(s, n, types[i]))
-            return true;
-    return false;
+    size_t i = 0;
+    while (i < ntypes && !type_matches(s, n, types[i]))
+        i++;
+    if (i == ntypes)
+        return false;
+    /* Last: most responses are already out at the type. */
+    struct cdn_cc cc;
+    cdn_cc_from_hdrs(resp, "Cache-Control", &cc);
+    return !cc.no_transform;
 }
 
 /* ---- zlib plumbing ----------------------------------------------------------------------------

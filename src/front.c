@@ -1056,9 +1056,11 @@ queue_forwarded(struct req *r, const char *method)
     static const char *const skip[] = {"Surrogate-Key", "Cache-Tag", CDN_IDENTITY_LENGTH_FIELD,
                                        NULL};
     add_fields(r, resp, &out, fe->cfg->strip_cache_tags ? skip : skip + 2, false);
+    char num[CDN_I64_CHARS];
+    cdn_fmt_i64(num, status);
     add_hop_fields(r, resp,
-                   cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=%d%s", fe->cfg->cdn_id,
-                                    r->fwd ? r->fwd : "miss", status, stored ? "; stored" : ""));
+                   cdn_arena_cat(r->arena, fe->cfg->cdn_id, "; fwd=", r->fwd ? r->fwd : "miss",
+                                 "; fwd-status=", num, stored ? "; stored" : "", NULL));
     r->status_sent = answer;
     if (r->outcome == NULL)
         r->outcome = r->fwd == NULL                   ? "miss"
@@ -1255,9 +1257,10 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
                           cdn_cache_policy(fe->cache), &merged);
             atomic_fetch_add(&fe->n_revalidated, 1);
             r->outcome = "revalidated";
-            return queue_hit(r, method, &merged,
-                             cdn_arena_printf(r->arena, "%s; fwd=%s; fwd-status=304", id, r->fwd),
-                             r->origin_start_wall, cdn_wall_s(), NULL);
+            return queue_hit(
+                r, method, &merged,
+                cdn_arena_cat(r->arena, id, "; fwd=", r->fwd, "; fwd-status=304", NULL),
+                r->origin_start_wall, cdn_wall_s(), NULL);
         }
         int64_t now = cdn_wall_s();
         if ((failed || cdn_status_is_stale_error(status)) &&

@@ -6,8 +6,8 @@
 #include "cdnode/arena.h"
 #include "cdnode/common.h"
 
+#include <stdint.h>
 #include <string.h>
-#include <strings.h>
 
 void
 cdn_hdrs_init(struct cdn_hdrs *h, struct cdn_arena *arena)
@@ -50,17 +50,12 @@ cdn_hdrs_add_str(struct cdn_hdrs *h, const char *name, const char *value)
     cdn_hdrs_add(h, name, strlen(name), value, strlen(value));
 }
 
-bool
-cdn_name_eq(const char *a, size_t alen, const char *b)
-{
-    return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
-}
-
 const struct cdn_hdr *
 cdn_hdrs_get(const struct cdn_hdrs *h, const char *name)
 {
+    size_t n = strlen(name);
     for (size_t i = 0; i < h->n; i++)
-        if (cdn_name_eq(h->v[i].name, h->v[i].nlen, name))
+        if (h->v[i].nlen == n && cdn_case_eq(h->v[i].name, name, n))
             return &h->v[i];
     return NULL;
 }
@@ -68,9 +63,9 @@ cdn_hdrs_get(const struct cdn_hdrs *h, const char *name)
 size_t
 cdn_hdrs_count(const struct cdn_hdrs *h, const char *name)
 {
-    size_t c = 0;
+    size_t c = 0, n = strlen(name);
     for (size_t i = 0; i < h->n; i++)
-        if (cdn_name_eq(h->v[i].name, h->v[i].nlen, name))
+        if (h->v[i].nlen == n && cdn_case_eq(h->v[i].name, name, n))
             c++;
     return c;
 }
@@ -78,9 +73,9 @@ cdn_hdrs_count(const struct cdn_hdrs *h, const char *name)
 size_t
 cdn_hdrs_remove(struct cdn_hdrs *h, const char *name)
 {
-    size_t w = 0;
+    size_t w = 0, n = strlen(name);
     for (size_t i = 0; i < h->n; i++) {
-        if (!cdn_name_eq(h->v[i].name, h->v[i].nlen, name))
+        if (h->v[i].nlen != n || !cdn_case_eq(h->v[i].name, name, n))
             h->v[w++] = h->v[i];
     }
     size_t removed = h->n - w;
@@ -118,12 +113,24 @@ cdn_hdrs_join(const struct cdn_hdrs *h, const char *name, size_t *len)
     return out;
 }
 
+/* tchar as two 64-bit sets over ASCII: codes 0-63 and 64-127. */
+#define BIT(c) ((uint64_t)1 << ((unsigned)(c)&63u))
+static const uint64_t tchar_lo = BIT('!') | BIT('#') | BIT('$') | BIT('%') | BIT('&') | BIT('\'') |
+                                 BIT('*') | BIT('+') | BIT('-') | BIT('.') |
+                                 (UINT64_C(0x3ff) << ('0' - 0));       /* 0-9 */
+static const uint64_t tchar_hi = (UINT64_C(0x3ffffff) << ('A' - 64)) | /* A-Z */
+                                 (UINT64_C(0x3ffffff) << ('a' - 64)) | /* a-z */
+                                 BIT('^') | BIT('_') | BIT('`') | BIT('|') | BIT('~');
+#undef BIT
+
 bool
 cdn_is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    if (c < 64)
+        return (tchar_lo >> c) & 1u;
+    if (c < 128)
+        return (tchar_hi >> (c - 64)) & 1u;
+    return false;
 }
 
 bool

@@ -17,7 +17,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <strings.h>
 
 /* Proxy-Connection, -Authenticate and -Authorization are covered by the "Proxy-" prefix. */
 static const char *const hop_fields[] = {
@@ -27,7 +26,7 @@ static const char *const hop_fields[] = {
 static bool
 counted_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
-    return alen == blen && strncasecmp(a, b, alen) == 0;
+    return alen == blen && cdn_case_eq(a, b, alen);
 }
 
 static bool
@@ -36,13 +35,20 @@ is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-bool
-cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t nlen)
+/* The fixed set and the "Proxy-" prefix. */
+static bool
+fixed_hop(const char *name, size_t nlen)
 {
     for (size_t i = 0; i < CDN_ARRAY_LEN(hop_fields); i++)
         if (cdn_name_eq(name, nlen, hop_fields[i]))
             return true;
-    if (nlen >= 6 && strncasecmp(name, "Proxy-", 6) == 0)
+    return nlen >= 6 && cdn_case_eq(name, "Proxy-", 6);
+}
+
+bool
+cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t nlen)
+{
+    if (fixed_hop(name, nlen))
         return true;
     if (hdrs == NULL)
         return false;
@@ -57,6 +63,24 @@ cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t nlen
                 return true;
     }
     return false;
+}
+
+void
+cdn_hop_mark(const struct cdn_hdrs *hdrs, bool *hop)
+{
+    for (size_t i = 0; i < hdrs->n; i++)
+        hop[i] = fixed_hop(hdrs->v[i].name, hdrs->v[i].nlen);
+    for (size_t i = 0; i < hdrs->n; i++) {
+        const struct cdn_hdr *f = &hdrs->v[i];
+        if (!cdn_name_eq(f->name, f->nlen, "Connection"))
+            continue;
+        const char *pos = f->value, *elem;
+        size_t elen;
+        while (cdn_list_next(&pos, f->value + f->vlen, &elem, &elen))
+            for (size_t j = 0; j < hdrs->n; j++)
+                if (!hop[j] && counted_eq(hdrs->v[j].name, hdrs->v[j].nlen, elem, elen))
+                    hop[j] = true;
+    }
 }
 
 /* s as a Forwarded parameter value: a token as is, anything else as a quoted-string. */
@@ -121,9 +145,11 @@ cdn_hop_request_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
                         const char *scheme, bool http10)
 {
     struct cdn_arena *a = out->arena;
+    bool *hop = cdn_arena_alloc(a, in->n + 1);
+    cdn_hop_mark(in, hop);
     for (size_t i = 0; i < in->n; i++) {
         const struct cdn_hdr *f = &in->v[i];
-        if (cdn_hop_is_hop_by_hop(in, f->name, f->nlen) || cdn_name_eq(f->name, f->nlen, "Host") ||
+        if (hop[i] || cdn_name_eq(f->name, f->nlen, "Host") ||
             cdn_name_eq(f->name, f->nlen, "Content-Length") ||
             cdn_name_eq(f->name, f->nlen, "Expect"))
             continue;
@@ -131,7 +157,7 @@ cdn_hop_request_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
             continue;
         cdn_hdrs_add(out, f->name, f->nlen, f->value, f->vlen);
     }
-    cdn_hdrs_add_str(out, "Via", cdn_arena_printf(a, "%s %s", http10 ? "1.0" : "1.1", o->cdn_id));
+    cdn_hdrs_add_str(out, "Via", cdn_arena_cat(a, http10 ? "1.0 " : "1.1 ", o->cdn_id, NULL));
     cdn_hdrs_add_str(out, "CDN-Loop", o->cdn_id);
     if (o->x_forwarded_for)
         cdn_hdrs_add_str(out, "X-Forwarded-For", xff_chain(in, a, peer));
@@ -149,14 +175,15 @@ void
 cdn_hop_response_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
                          const struct cdn_hop_opts *o)
 {
+    bool *hop = cdn_arena_alloc(out->arena, in->n + 1);
+    cdn_hop_mark(in, hop);
     for (size_t i = 0; i < in->n; i++) {
         const struct cdn_hdr *f = &in->v[i];
-        if (cdn_hop_is_hop_by_hop(in, f->name, f->nlen) ||
-            cdn_name_eq(f->name, f->nlen, "Content-Length"))
+        if (hop[i] || cdn_name_eq(f->name, f->nlen, "Content-Length"))
             continue;
         cdn_hdrs_add(out, f->name, f->nlen, f->value, f->vlen);
     }
-    cdn_hdrs_add_str(out, "Via", cdn_arena_printf(out->arena, "1.1 %s", o->cdn_id));
+    cdn_hdrs_add_str(out, "Via", cdn_arena_cat(out->arena, "1.1 ", o->cdn_id, NULL));
 }
 
 /* The pseudonym of a Via member "proto pseudonym [comment]": its second word. */

@@ -18,7 +18,6 @@
 #include "cdnode/hop.h"
 
 #include <string.h>
-#include <strings.h>
 
 void
 cdn_policy_opts_from_config(const struct cdn_config *c, struct cdn_policy_opts *o)
@@ -120,7 +119,7 @@ static bool
 fields_have(const struct cdn_cc_fields *f, const char *name, size_t nlen)
 {
     for (size_t i = 0; i < f->n; i++)
-        if (f->len[i] == nlen && strncasecmp(f->name[i], name, nlen) == 0)
+        if (f->len[i] == nlen && cdn_case_eq(f->name[i], name, nlen))
             return true;
     return false;
 }
@@ -202,10 +201,10 @@ cdn_policy_strip_for_store(struct cdn_hdrs *resp, const struct cdn_cc *cc)
         return 0;
     /* Decide on the untouched list first: Connection names fields anywhere in it. */
     bool *drop = cdn_arena_alloc(resp->arena, resp->n * sizeof(*drop));
+    cdn_hop_mark(resp, drop);
     for (size_t i = 0; i < resp->n; i++) {
         const struct cdn_hdr *f = &resp->v[i];
-        drop[i] = cdn_hop_is_hop_by_hop(resp, f->name, f->nlen) ||
-                  cdn_name_eq(f->name, f->nlen, "Content-Length") ||
+        drop[i] = drop[i] || cdn_name_eq(f->name, f->nlen, "Content-Length") ||
                   (cc->no_cache && fields_have(&cc->no_cache_fields, f->name, f->nlen)) ||
                   (cc->private_ && fields_have(&cc->private_fields, f->name, f->nlen));
     }
@@ -623,7 +622,7 @@ cdn_merge_304(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304,
         bool replaced = false;
         for (size_t j = 0; j < resp304->n && !replaced; j++) {
             const struct cdn_hdr *g = &resp304->v[j];
-            replaced = upd[j] && g->nlen == f->nlen && strncasecmp(g->name, f->name, f->nlen) == 0;
+            replaced = upd[j] && g->nlen == f->nlen && cdn_case_eq(g->name, f->name, f->nlen);
         }
         if (!replaced)
             cdn_hdrs_add(out, f->name, f->nlen, f->value, f->vlen);

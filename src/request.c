@@ -111,8 +111,14 @@ parse_authority(const char *s, size_t n, const char *scheme, struct cdn_arena *a
     char *out;
     if (port < 0 || port == dflt)
         out = cdn_arena_strndup(arena, s, hlen);
-    else
-        out = cdn_arena_printf(arena, "%.*s:%ld", (int)hlen, s, port);
+    else {
+        char num[CDN_I64_CHARS];
+        size_t nl = cdn_fmt_i64(num, port);
+        out = cdn_arena_alloc(arena, hlen + 1 + nl + 1);
+        memcpy(out, s, hlen);
+        out[hlen] = ':';
+        memcpy(out + hlen + 1, num, nl + 1);
+    }
     for (char *p = out; *p; p++)
         if (*p >= 'A' && *p <= 'Z')
             *p = (char)(*p - 'A' + 'a');

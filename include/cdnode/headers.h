@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 struct cdn_arena;
 
@@ -50,8 +51,32 @@ const char *cdn_hdrs_join(const struct cdn_hdrs *h, const char *name, size_t *le
 bool cdn_is_tchar(unsigned char c);
 /* True when s[0..n) is a non-empty token. */
 bool cdn_is_token(const char *s, size_t n);
-/* Case-insensitive comparison of a counted string with a NUL-terminated one. */
-bool cdn_name_eq(const char *a, size_t alen, const char *b);
+
+/* ASCII lower case. Field names, tokens and schemes are ASCII (RFC 9110 §5.1, §5.6.2), so the
+ * locale never takes part in comparing them (strncasecmp would ask it, byte by byte). */
+static inline unsigned char
+cdn_ascii_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
+}
+
+/* True when a[0..n) and b[0..n) are equal ignoring ASCII case. */
+static inline bool
+cdn_case_eq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (cdn_ascii_lower((unsigned char)a[i]) != cdn_ascii_lower((unsigned char)b[i]))
+            return false;
+    return true;
+}
+
+/* Case-insensitive comparison of a counted string with a NUL-terminated one. Inline: with a
+ * literal b the length test is a constant, and most calls end there. */
+static inline bool
+cdn_name_eq(const char *a, size_t alen, const char *b)
+{
+    return strlen(b) == alen && cdn_case_eq(a, b, alen);
+}
 
 /*
  * Iterates a comma-separated list (RFC 9110 §5.6.1): on each call stores the next non-empty

@@ -28,6 +28,10 @@ struct cdn_hop_opts {
  */
 bool cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t nlen);
 
+/* hop[i] = cdn_hop_is_hop_by_hop(hdrs, name of field i) for every field, with each Connection
+ * field parsed once rather than once per field. `hop` holds hdrs->n entries. */
+void cdn_hop_mark(const struct cdn_hdrs *hdrs, bool *hop);
+
 /*
  * Builds the header list for the upstream request from the client's fields `in` into `out`
  * (initialized by the caller with an arena): drops hop-by-hop fields, Host (the caller sets it),

@@ -85,6 +85,16 @@ test_fmt_i64(void **state)
     assert_string_equal(cdn_arena_cat_i64(a, "node; hit", "; ttl=", 42), "node; hit; ttl=42");
     assert_string_equal(cdn_arena_cat_i64(a, "", "", -5), "-5");
     assert_string_equal(cdn_arena_cat_i64(a, "x", "=", INT64_MIN), "x=-9223372036854775808");
+    assert_string_equal(cdn_arena_cat(a, "node", "; fwd=", "miss", "", "; stored", NULL),
+                        "node; fwd=miss; stored");
+    assert_string_equal(cdn_arena_cat(a, "", NULL), "");
+    /* Longer than the arena's first block: taken from a block of its own. */
+    char big[1000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    const char *c = cdn_arena_cat(a, big, "|", big, NULL);
+    assert_int_equal(strlen(c), 2 * (sizeof(big) - 1) + 1);
+    assert_int_equal(c[sizeof(big) - 1], '|');
     cdn_arena_free(a);
 }
 

@@ -76,6 +76,40 @@ test_tchar_token(void **state)
     assert_false(cdn_is_tchar(0x7f));
     assert_false(cdn_is_tchar(0xc3));
     assert_true(cdn_is_tchar('~'));
+    /* Every byte against the RFC 9110 grammar, spelled out. */
+    for (unsigned c = 0; c < 256; c++) {
+        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    (c != 0 && strchr("!#$%&'*+-.^_`|~", (int)c) != NULL);
+        if (cdn_is_tchar((unsigned char)c) != want)
+            fail_msg("byte 0x%02x: want %d", c, want);
+    }
+}
+
+static void
+test_name_eq_ascii_only(void **state)
+{
+    (void)state;
+    assert_true(cdn_name_eq("content-LENGTH", 14, "Content-Length"));
+    assert_false(cdn_name_eq("Content-Lengt", 13, "Content-Length"));
+    assert_false(cdn_name_eq("Content-Lengthx", 15, "Content-Length"));
+    assert_true(cdn_name_eq("Content-Lengthx", 14, "Content-Length"));
+    assert_true(cdn_name_eq("", 0, ""));
+    /* Counted: a NUL inside the name is a byte like any other, not an end. */
+    assert_false(cdn_name_eq("ab\0d", 4, "ab"));
+    assert_false(cdn_case_eq("ab\0d", "ab\0e", 4));
+    assert_true(cdn_case_eq("AB\0D", "ab\0d", 4));
+    /* Only A-Z fold: bytes outside ASCII compare as they are, whatever the locale. */
+    assert_false(cdn_case_eq("\xc4", "\xe4", 1));
+    assert_false(cdn_case_eq("@", "`", 1));
+    assert_false(cdn_case_eq("[", "{", 1));
+    for (unsigned c = 0; c < 256; c++)
+        for (unsigned d = 0; d < 256; d++) {
+            char a = (char)c, b = (char)d;
+            bool want = c == d || (c >= 'A' && c <= 'Z' && d == c + 32) ||
+                        (d >= 'A' && d <= 'Z' && c == d + 32);
+            if (cdn_case_eq(&a, &b, 1) != want)
+                fail_msg("0x%02x vs 0x%02x: want %d", c, d, want);
+        }
 }
 
 static void
@@ -126,9 +160,13 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_add_get_count_remove), cmocka_unit_test(test_join),
-        cmocka_unit_test(test_add_copy_owns),        cmocka_unit_test(test_tchar_token),
-        cmocka_unit_test(test_list_next),            cmocka_unit_test(test_arena_alignment_and_large),
+        cmocka_unit_test(test_add_get_count_remove),
+        cmocka_unit_test(test_join),
+        cmocka_unit_test(test_add_copy_owns),
+        cmocka_unit_test(test_tchar_token),
+        cmocka_unit_test(test_name_eq_ascii_only),
+        cmocka_unit_test(test_list_next),
+        cmocka_unit_test(test_arena_alignment_and_large),
     };
     return cmocka_run_group_tests_name("headers", tests, NULL, NULL);
 }

@@ -104,6 +104,47 @@ test_hop_by_hop_connection_listed(void **state)
     cdn_arena_free(a);
 }
 
+/* cdn_hop_mark() marks exactly the fields cdn_hop_is_hop_by_hop() names, one list at a time. */
+static void
+test_hop_mark_agrees(void **state)
+{
+    (void)state;
+    struct cdn_arena *a = cdn_arena_new(0);
+    struct cdn_hdrs h;
+    cdn_hdrs_init(&h, a);
+    cdn_hdrs_add_str(&h, "X-Foo", "1");
+    cdn_hdrs_add_str(&h, "Connection", "close, X-Foo, \"x-qux\"");
+    cdn_hdrs_add_str(&h, "ETag", "\"a\"");
+    cdn_hdrs_add_str(&h, "connection", "x-BAR,,Keep-Alive");
+    cdn_hdrs_add_str(&h, "X-Bar", "2");
+    cdn_hdrs_add_str(&h, "Proxy-Authenticate", "Basic");
+    cdn_hdrs_add_str(&h, "Proxy", "not a prefix match");
+    cdn_hdrs_add_str(&h, "te", "trailers");
+    cdn_hdrs_add_str(&h, "X-Qux", "3");
+    cdn_hdrs_add_str(&h, "Cache-Control", "max-age=1");
+    cdn_hdrs_add_str(&h, "close", "named by Connection");
+    static const bool want[] = {true,  true, false, true,  true, true,
+                                false, true, false, false, true};
+    assert_int_equal(h.n, CDN_ARRAY_LEN(want));
+    bool hop[CDN_ARRAY_LEN(want)];
+    cdn_hop_mark(&h, hop);
+    for (size_t i = 0; i < h.n; i++) {
+        bool one = cdn_hop_is_hop_by_hop(&h, h.v[i].name, h.v[i].nlen);
+        if (hop[i] != want[i] || one != want[i])
+            fail_msg("%s: mark %d, single %d, want %d", h.v[i].name, hop[i], one, want[i]);
+    }
+    /* Without any Connection field only the fixed set counts. */
+    struct cdn_hdrs p;
+    cdn_hdrs_init(&p, a);
+    cdn_hdrs_add_str(&p, "Upgrade", "h2c");
+    cdn_hdrs_add_str(&p, "X-Foo", "1");
+    bool hp[2];
+    cdn_hop_mark(&p, hp);
+    assert_true(hp[0]);
+    assert_false(hp[1]);
+    cdn_arena_free(a);
+}
+
 struct reqcase {
     const char *label;
     struct field in[MAXF];
@@ -362,6 +403,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hop_by_hop_fixed),
         cmocka_unit_test(test_hop_by_hop_connection_listed),
+        cmocka_unit_test(test_hop_mark_agrees),
         cmocka_unit_test(test_request_headers),
         cmocka_unit_test(test_response_headers),
         cmocka_unit_test(test_loop_count),
