@@ -6,7 +6,6 @@
 #include "cdnode/arena.h"
 #include "cdnode/common.h"
 
-#include <stdint.h>
 #include <string.h>
 
 void
@@ -111,26 +110,6 @@ cdn_hdrs_join(const struct cdn_hdrs *h, const char *name, size_t *len)
     if (len)
         *len = off;
     return out;
-}
-
-/* tchar as two 64-bit sets over ASCII: codes 0-63 and 64-127. */
-#define BIT(c) ((uint64_t)1 << ((unsigned)(c)&63u))
-static const uint64_t tchar_lo = BIT('!') | BIT('#') | BIT('$') | BIT('%') | BIT('&') | BIT('\'') |
-                                 BIT('*') | BIT('+') | BIT('-') | BIT('.') |
-                                 (UINT64_C(0x3ff) << ('0' - 0));       /* 0-9 */
-static const uint64_t tchar_hi = (UINT64_C(0x3ffffff) << ('A' - 64)) | /* A-Z */
-                                 (UINT64_C(0x3ffffff) << ('a' - 64)) | /* a-z */
-                                 BIT('^') | BIT('_') | BIT('`') | BIT('|') | BIT('~');
-#undef BIT
-
-bool
-cdn_is_tchar(unsigned char c)
-{
-    if (c < 64)
-        return (tchar_lo >> c) & 1u;
-    if (c < 128)
-        return (tchar_hi >> (c - 64)) & 1u;
-    return false;
 }
 
 bool

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 struct cdn_arena;
@@ -47,8 +48,16 @@ size_t cdn_hdrs_remove(struct cdn_hdrs *h, const char *name);
 /* All values of that name joined with ", " into the arena (RFC 9110 §5.3), or NULL if absent. */
 const char *cdn_hdrs_join(const struct cdn_hdrs *h, const char *name, size_t *len);
 
-/* RFC 9110 tchar. */
-bool cdn_is_tchar(unsigned char c);
+/* RFC 9110 tchar: ALPHA, DIGIT and !#$%&'*+-.^_`|~, as bit sets over ASCII codes 0-63 and
+ * 64-127 (test_headers checks every byte against the grammar). Inline: header names and
+ * Cache-Control directives are checked a byte at a time. */
+static inline bool
+cdn_is_tchar(unsigned char c)
+{
+    if (c < 64)
+        return (UINT64_C(0x03ff6cfa00000000) >> c) & 1u;
+    return c < 128 && ((UINT64_C(0x57ffffffc7fffffe) >> (c - 64)) & 1u);
+}
 /* True when s[0..n) is a non-empty token. */
 bool cdn_is_token(const char *s, size_t n);
 
