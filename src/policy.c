@@ -593,30 +593,32 @@ cdn_304_matches(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304)
 }
 
 /*
- * A 304 field that may replace stored ones (§3.2): not hop-by-hop, and none of the fields that
- * describe the stored bytes themselves (their length, coding, digest, range) or that identify
- * the stored representation (ETag): a 304 selects that representation, it does not redefine it.
+ * A 304 field that may replace stored ones (§3.2), given it is not hop-by-hop: none of the fields
+ * that describe the stored bytes themselves (their length, coding, digest, range) or that
+ * identify the stored representation (ETag): a 304 selects that representation, it does not
+ * redefine it.
  */
 static bool
-updates_stored(const struct cdn_hdrs *resp304, const struct cdn_hdr *f)
+updates_stored(const struct cdn_hdr *f)
 {
     static const char *const fixed[] = {"Content-Length", "Content-Encoding", "Content-MD5",
                                         "Content-Range", "ETag"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (cdn_name_eq(f->name, f->nlen, fixed[i]))
             return false;
-    return !cdn_hop_is_hop_by_hop(resp304, f->name, f->nlen);
+    return true;
 }
 
 void
 cdn_merge_304(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304,
               const struct cdn_policy_opts *o, struct cdn_hdrs *out)
 {
-    /* Which 304 fields count, decided once: updates_stored() scans the 304's Connection list. */
+    /* Which 304 fields count, decided once (the 304's Connection list is read once). */
     bool on_stack[32];
     bool *upd = resp304->n <= 32 ? on_stack : cdn_arena_alloc(out->arena, resp304->n);
+    cdn_hop_mark(resp304, upd);
     for (size_t j = 0; j < resp304->n; j++)
-        upd[j] = updates_stored(resp304, &resp304->v[j]);
+        upd[j] = !upd[j] && updates_stored(&resp304->v[j]);
     for (size_t i = 0; i < stored->n; i++) {
         const struct cdn_hdr *f = &stored->v[i];
         bool replaced = false;
