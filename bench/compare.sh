@@ -101,52 +101,10 @@ wait_http() { # url: up to 20 s for any HTTP answer
 
 # ---- origin: nginx on CPU 1 ----------------------------------------------------------------------
 o=$tmp/origin
-mkdir -p "$o/www/obj" "$o/www/r" "$o/logs" "$o/tmp"
-head -c 1024 /dev/urandom >"$o/www/obj/1k.bin"
-head -c $((256 * 1024)) /dev/urandom >"$o/www/obj/256k.bin"
-head -c $((4 * 1024 * 1024)) /dev/urandom >"$o/www/obj/4m.bin"
-head -c 1024 /dev/urandom >"$o/www/r/1k.bin"
-temp_paths() { # nginx keeps every temporary file under its prefix
-    for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $1/tmp;"; done
-}
-cat >"$o/nginx.conf" <<CONF
-worker_processes 1;
-user root;
-pid $o/nginx.pid;
-error_log $o/logs/error.log warn;
-events { worker_connections 8192; }
-http {
-    types {}
-    default_type application/octet-stream;
-    access_log off;
-    log_format st '\$status';
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    open_file_cache max=100;
-$(temp_paths "$o")
-    server {
-        listen 127.0.0.1:$origin_port;
-        root $o/www;
-        location /obj/ { add_header Cache-Control "max-age=3600"; }
-        location /reval/ {
-            access_log $o/logs/upstream.log st;
-            try_files /r/1k.bin =404;
-            add_header Cache-Control "max-age=0, must-revalidate";
-        }
-        location /u/ {
-            access_log $o/logs/upstream.log st;
-            try_files /obj/1k.bin =404;
-            add_header Cache-Control "max-age=3600";
-        }
-    }
-}
-CONF
-: >"$o/logs/upstream.log"
-taskset -c 1 nginx -p "$o" -c "$o/nginx.conf" -e "$o/logs/error.log" -g 'daemon off;' &
-started+=($!)
-origin=http://127.0.0.1:$origin_port
+# shellcheck source=bench/origin.sh
+. bench/origin.sh
+origin_start "$o" "$origin_port"
+started+=($origin_pid)
 wait_http "$origin/obj/1k.bin"
 etag=$(curl -s -D - -o /dev/null "$origin/reval/0" | awk 'tolower($1)=="etag:" {print $2}' | tr -d '\r')
 

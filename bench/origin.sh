@@ -1,0 +1,60 @@
+# Sourced by compare.sh and ab.sh: the benchmark's origin, one nginx worker on CPU 1 serving
+#   /obj/{1k,256k,4m}.bin   static files, ETag, Cache-Control: max-age=3600
+#   /reval/<anything>       one 1 KiB file, ETag, max-age=0, must-revalidate (logged)
+#   /u/<anything>           the 1 KiB file, max-age=3600 (logged)
+# bench/README.md ("The origin") explains the choices.
+
+temp_paths() { # nginx keeps every temporary file under its prefix
+    for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $1/tmp;"; done
+}
+
+# origin_start DIR PORT: writes the files and nginx.conf under DIR and starts nginx in the
+# background. Sets origin_pid, origin (its URL) and origin_log (one status per /reval/ or /u/
+# request).
+origin_start() {
+    local o=$1 origin_port=$2
+    mkdir -p "$o/www/obj" "$o/www/r" "$o/logs" "$o/tmp"
+    head -c 1024 /dev/urandom >"$o/www/obj/1k.bin"
+    head -c $((256 * 1024)) /dev/urandom >"$o/www/obj/256k.bin"
+    head -c $((4 * 1024 * 1024)) /dev/urandom >"$o/www/obj/4m.bin"
+    head -c 1024 /dev/urandom >"$o/www/r/1k.bin"
+    cat >"$o/nginx.conf" <<CONF
+worker_processes 1;
+user root;
+pid $o/nginx.pid;
+error_log $o/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    types {}
+    default_type application/octet-stream;
+    access_log off;
+    log_format st '\$status';
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    open_file_cache max=100;
+$(temp_paths "$o")
+    server {
+        listen 127.0.0.1:$origin_port;
+        root $o/www;
+        location /obj/ { add_header Cache-Control "max-age=3600"; }
+        location /reval/ {
+            access_log $o/logs/upstream.log st;
+            try_files /r/1k.bin =404;
+            add_header Cache-Control "max-age=0, must-revalidate";
+        }
+        location /u/ {
+            access_log $o/logs/upstream.log st;
+            try_files /obj/1k.bin =404;
+            add_header Cache-Control "max-age=3600";
+        }
+    }
+}
+CONF
+    : >"$o/logs/upstream.log"
+    taskset -c 1 nginx -p "$o" -c "$o/nginx.conf" -e "$o/logs/error.log" -g 'daemon off;' &
+    origin_pid=$!
+    origin=http://127.0.0.1:$origin_port
+    origin_log=$o/logs/upstream.log
+}
