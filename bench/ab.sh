@@ -4,7 +4,7 @@
 #   bench/ab.sh [--scenario S] [--pairs N] [--duration S] [--a-conf LINE] [--b-conf LINE]
 #               BIN_A [BIN_B]
 #
-# Both nodes run at once on CPU 0, each with its own store; the origin (bench/origin.sh) and the
+# Both nodes run at once on CPU 0, each with its own store; the origin (bench/common.sh) and the
 # load generator run on CPU 1. The load alternates between the two in short runs, A first in odd
 # pairs and B first in even ones, so both see the same phase of a machine whose speed drifts.
 # Prints each pair's req/s, then the mean of the per-pair ratios B/A, in how many pairs B was
@@ -65,18 +65,8 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "no answer from $1" >&2
-    return 1
-}
-
-# shellcheck source=bench/origin.sh
-. bench/origin.sh
+# shellcheck source=bench/common.sh
+. bench/common.sh
 origin_start "$tmp/origin" "$(free_port)"
 started+=($origin_pid)
 wait_http "$origin/obj/1k.bin"

@@ -73,7 +73,8 @@ workroot=/tmp
     workroot=/dev/shm
 tmp=$(mktemp -d "$workroot/cdnode-bench.XXXXXX")
 chmod 755 "$tmp"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/common.sh
+. bench/common.sh
 origin_port=$(free_port)
 declare -A port pid
 for p in cdnode nginx varnish ats; do port[$p]=$(free_port); done
@@ -90,19 +91,9 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-wait_http() { # url: up to 20 s for any HTTP answer
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "no answer from $1" >&2
-    return 1
-}
 
 # ---- origin: nginx on CPU 1 ----------------------------------------------------------------------
 o=$tmp/origin
-# shellcheck source=bench/origin.sh
-. bench/origin.sh
 origin_start "$o" "$origin_port"
 started+=($origin_pid)
 wait_http "$origin/obj/1k.bin"
@@ -130,20 +121,7 @@ start_nginx() {
     local d=$tmp/nginx
     mkdir -p "$d/logs" "$d/tmp" "$d/cache"
     cat >"$d/nginx.conf" <<CONF
-worker_processes 1;
-user root;
-pid $d/nginx.pid;
-error_log $d/logs/error.log warn;
-events { worker_connections 8192; }
-http {
-    types {}
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-$(temp_paths "$d")
+$(nginx_head "$d")
     proxy_cache_path $d/cache levels=1:2 keys_zone=bench:64m max_size=2g inactive=1d
                      use_temp_path=off;
     upstream origin {

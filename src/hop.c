@@ -45,6 +45,29 @@ fixed_hop(const char *name, size_t nlen)
     return nlen >= 6 && cdn_case_eq(name, "Proxy-", 6);
 }
 
+/* Where next_connection_elem() is: field index and position in that field's value. */
+struct conn_iter {
+    size_t i;
+    const char *pos;
+};
+
+/* The next element of any Connection field of hdrs, in order; false after the last. */
+static bool
+next_connection_elem(const struct cdn_hdrs *hdrs, struct conn_iter *it, const char **elem,
+                     size_t *elen)
+{
+    for (; it->i < hdrs->n; it->i++, it->pos = NULL) {
+        const struct cdn_hdr *f = &hdrs->v[it->i];
+        if (!cdn_name_eq(f->name, f->nlen, "Connection"))
+            continue;
+        if (it->pos == NULL)
+            it->pos = f->value;
+        if (cdn_list_next(&it->pos, f->value + f->vlen, elem, elen))
+            return true;
+    }
+    return false;
+}
+
 bool
 cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t nlen)
 {
@@ -52,16 +75,12 @@ cdn_hop_is_hop_by_hop(const struct cdn_hdrs *hdrs, const char *name, size_t nlen
         return true;
     if (hdrs == NULL)
         return false;
-    for (size_t i = 0; i < hdrs->n; i++) {
-        const struct cdn_hdr *f = &hdrs->v[i];
-        if (!cdn_name_eq(f->name, f->nlen, "Connection"))
-            continue;
-        const char *pos = f->value, *elem;
-        size_t elen;
-        while (cdn_list_next(&pos, f->value + f->vlen, &elem, &elen))
-            if (counted_eq(elem, elen, name, nlen))
-                return true;
-    }
+    struct conn_iter it = {0, NULL};
+    const char *elem;
+    size_t elen;
+    while (next_connection_elem(hdrs, &it, &elem, &elen))
+        if (counted_eq(elem, elen, name, nlen))
+            return true;
     return false;
 }
 
@@ -70,17 +89,13 @@ cdn_hop_mark(const struct cdn_hdrs *hdrs, bool *hop)
 {
     for (size_t i = 0; i < hdrs->n; i++)
         hop[i] = fixed_hop(hdrs->v[i].name, hdrs->v[i].nlen);
-    for (size_t i = 0; i < hdrs->n; i++) {
-        const struct cdn_hdr *f = &hdrs->v[i];
-        if (!cdn_name_eq(f->name, f->nlen, "Connection"))
-            continue;
-        const char *pos = f->value, *elem;
-        size_t elen;
-        while (cdn_list_next(&pos, f->value + f->vlen, &elem, &elen))
-            for (size_t j = 0; j < hdrs->n; j++)
-                if (!hop[j] && counted_eq(hdrs->v[j].name, hdrs->v[j].nlen, elem, elen))
-                    hop[j] = true;
-    }
+    struct conn_iter it = {0, NULL};
+    const char *elem;
+    size_t elen;
+    while (next_connection_elem(hdrs, &it, &elem, &elen))
+        for (size_t j = 0; j < hdrs->n; j++)
+            if (!hop[j] && counted_eq(hdrs->v[j].name, hdrs->v[j].nlen, elem, elen))
+                hop[j] = true;
 }
 
 /* s as a Forwarded parameter value: a token as is, anything else as a quoted-string. */

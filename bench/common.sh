@@ -1,12 +1,42 @@
-# Sourced by compare.sh and ab.sh: the benchmark's origin, one nginx worker on CPU 1 serving
+# Sourced by compare.sh and ab.sh: small helpers and the benchmark's origin.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url: up to 20 s for any HTTP answer
+    for _ in $(seq 1 200); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "no answer from $1" >&2
+    return 1
+}
+
+# The first lines of every nginx.conf here (origin and the nginx proxy), prefix DIR: one worker,
+# files under DIR, no access log, up to the open http block.
+nginx_head() {
+    cat <<CONF
+worker_processes 1;
+user root;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    types {}
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+CONF
+    for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $1/tmp;"; done
+}
+
+# The origin: one nginx worker on CPU 1 serving
 #   /obj/{1k,256k,4m}.bin   static files, ETag, Cache-Control: max-age=3600
 #   /reval/<anything>       one 1 KiB file, ETag, max-age=0, must-revalidate (logged)
 #   /u/<anything>           the 1 KiB file, max-age=3600 (logged)
 # bench/README.md ("The origin") explains the choices.
-
-temp_paths() { # nginx keeps every temporary file under its prefix
-    for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $1/tmp;"; done
-}
 
 # origin_start DIR PORT: writes the files and nginx.conf under DIR and starts nginx in the
 # background. Sets origin_pid, origin (its URL) and origin_log (one status per /reval/ or /u/
@@ -19,22 +49,9 @@ origin_start() {
     head -c $((4 * 1024 * 1024)) /dev/urandom >"$o/www/obj/4m.bin"
     head -c 1024 /dev/urandom >"$o/www/r/1k.bin"
     cat >"$o/nginx.conf" <<CONF
-worker_processes 1;
-user root;
-pid $o/nginx.pid;
-error_log $o/logs/error.log warn;
-events { worker_connections 8192; }
-http {
-    types {}
-    default_type application/octet-stream;
-    access_log off;
+$(nginx_head "$o")
     log_format st '\$status';
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
     open_file_cache max=100;
-$(temp_paths "$o")
     server {
         listen 127.0.0.1:$origin_port;
         root $o/www;
