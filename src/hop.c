@@ -18,11 +18,6 @@
 #include <netinet/in.h>
 #include <string.h>
 
-/* Proxy-Connection, -Authenticate and -Authorization are covered by the "Proxy-" prefix. */
-static const char *const hop_fields[] = {
-    "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-};
-
 static bool
 counted_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -35,14 +30,26 @@ is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-/* The fixed set and the "Proxy-" prefix. */
+/* The fixed set (Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade) and the
+ * "Proxy-" prefix, which covers Proxy-Connection, -Authenticate and -Authorization. By length
+ * first: it runs for every field that crosses the node. */
 static bool
 fixed_hop(const char *name, size_t nlen)
 {
-    for (size_t i = 0; i < CDN_ARRAY_LEN(hop_fields); i++)
-        if (cdn_name_eq(name, nlen, hop_fields[i]))
-            return true;
-    return nlen >= 6 && cdn_case_eq(name, "Proxy-", 6);
+    if (nlen >= 6 && cdn_case_eq(name, "Proxy-", 6))
+        return true;
+    switch (nlen) {
+    case 2:
+        return cdn_case_eq(name, "TE", 2);
+    case 7:
+        return cdn_case_eq(name, "Trailer", 7) || cdn_case_eq(name, "Upgrade", 7);
+    case 10:
+        return cdn_case_eq(name, "Connection", 10) || cdn_case_eq(name, "Keep-Alive", 10);
+    case 17:
+        return cdn_case_eq(name, "Transfer-Encoding", 17);
+    default:
+        return false;
+    }
 }
 
 /* Where next_connection_elem() is: field index and position in that field's value. */
