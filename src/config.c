@@ -50,6 +50,7 @@ enum kind {
     K_PARAMS,  /* list of query parameter names */
     K_FIELDS,  /* list of header field names */
     K_CDN_ID,
+    K_CC, /* a TCP congestion control name, or off */
     K_SECRET,
     K_LOG_LEVEL,
     K_ACCESS_LOG_FORMAT,
@@ -80,6 +81,7 @@ static const struct key keys[] = {
     /* SO_SNDBUF is an int, which the kernel doubles. */
     {"send_buffer", K_SIZE, F(send_buffer), 0, 256 * MIB},
     {"loopback_send_buffer", K_SIZE, F(loopback_send_buffer), 0, 256 * MIB},
+    {"loopback_congestion_control", K_CC, F(loopback_congestion_control), 0, 0},
     {"max_request_body", K_SIZE, F(max_request_body), 0, SIZE_MAX},
     {"origin", K_ORIGINS, F(origins), 0, 0},
     {"parent", K_ORIGINS, F(parents), 0, 0},
@@ -605,6 +607,20 @@ cdn_config_set(struct cdn_config *c, const char *key, const char *value, char *e
                         k->name, MAX_CDN_ID, value);
         replace_string(field(c, k), value);
         return 0;
+    case K_CC: {
+        /* The kernel's names: at most 15 characters (TCP_CA_NAME_MAX), letters, digits, '_'. */
+        size_t n = strlen(value);
+        bool ok = n <= 15;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = isalnum((unsigned char)value[i]) || value[i] == '_' || value[i] == '-';
+        if (!ok)
+            return errf(err, errlen,
+                        "%s: expected a TCP congestion control name such as reno or cubic, or "
+                        "off, got '%s'",
+                        k->name, value);
+        replace_string(field(c, k), value);
+        return 0;
+    }
     case K_SECRET:
         /* The value is a secret: never echo it back. */
         for (const char *p = value; *p; p++)
@@ -689,6 +705,7 @@ cdn_config_defaults(struct cdn_config *c)
     c->connection_memory = 32 * KIB;
     c->listen_backlog = 1024;
     c->loopback_send_buffer = 64 * KIB;
+    c->loopback_congestion_control = cdn_strdup("reno");
     c->max_request_body = 16 * MIB;
     c->origin_connect_timeout_ms = 5000;
     c->origin_first_byte_timeout_ms = 30000;
@@ -915,10 +932,19 @@ cdn_config_check(const struct cdn_config *c, char *err, size_t errlen)
 void
 cdn_config_free(struct cdn_config *c)
 {
-    char **strings[] = {
-        &c->listen, &c->listen_tls, &c->tls_cert,     &c->tls_key,     &c->origin_ca_file,
-        &c->cdn_id, &c->cache_dir,  &c->admin_listen, &c->admin_token, &c->origin_health_path,
-        &c->purge_peer_token, &c->purge_peer_ca_file};
+    char **strings[] = {&c->listen,
+                        &c->listen_tls,
+                        &c->tls_cert,
+                        &c->tls_key,
+                        &c->origin_ca_file,
+                        &c->cdn_id,
+                        &c->cache_dir,
+                        &c->admin_listen,
+                        &c->admin_token,
+                        &c->origin_health_path,
+                        &c->purge_peer_token,
+                        &c->purge_peer_ca_file,
+                        &c->loopback_congestion_control};
     for (size_t i = 0; i < CDN_ARRAY_LEN(strings); i++)
         free(*strings[i]);
     free(c->access_log);

@@ -140,6 +140,8 @@ reload(const struct cdn_config *running, const char *config_file, const struct f
         {"connection_limit", running->connection_limit != next.connection_limit},
         {"send_buffer", running->send_buffer != next.send_buffer},
         {"loopback_send_buffer", running->loopback_send_buffer != next.loopback_send_buffer},
+        {"loopback_congestion_control",
+         differ(running->loopback_congestion_control, next.loopback_congestion_control)},
     };
     char pending[256] = "";
     for (size_t i = 0; i < CDN_ARRAY_LEN(restart); i++) {

@@ -2,8 +2,9 @@
 # Installs the Debian packages cdnode needs to build and test, skipping those already present.
 set -euo pipefail
 # chromium renders the admin status page in its test; clang builds the fuzz targets; valgrind
-# runs the unit tests (tests/valgrind.sh).
-pkgs=(build-essential cmake pkg-config libmicrohttpd-dev liblmdb-dev libcurl4-openssl-dev
+# runs the unit tests (tests/valgrind.sh); iproute2's ss reads a connection's congestion control
+# back in test_options.
+pkgs=(build-essential cmake pkg-config iproute2 libmicrohttpd-dev liblmdb-dev libcurl4-openssl-dev
       libssl-dev zlib1g-dev libcmocka-dev curl openssl ca-certificates procps
       chromium fonts-dejavu-core clang libclang-rt-14-dev valgrind)
 missing=()

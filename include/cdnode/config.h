@@ -38,6 +38,8 @@ struct cdn_config {
     unsigned listen_backlog;    /* listen_backlog = N            default 1024 */
     size_t send_buffer;         /* send_buffer = SIZE            default 0: the kernel's tuning */
     size_t loopback_send_buffer; /* loopback_send_buffer = SIZE  default 64k (0: the kernel's) */
+    /* loopback_congestion_control = NAME  default reno ("off": the kernel's) */
+    char *loopback_congestion_control;
     size_t max_request_body;    /* max_request_body = SIZE       default 16m */
     /* upstream */
     char *origins[CDN_MAX_ORIGINS]; /* origin = URL [URL...]     http:// or https://, no path */

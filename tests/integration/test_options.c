@@ -2,7 +2,9 @@
  * Configuration options seen from outside the node (conf/cdnode.conf): collapse_wait bounds how
  * long a request waits on another's fetch; strip_cache_tags hides the purge tags from clients;
  * stale_if_error_grace serves a stale object when the origin fails; access_log writes one line per
- * request, in combined or JSON format, and is reopened on SIGUSR1 after rotation.
+ * request, in combined or JSON format, and is reopened on SIGUSR1 after rotation;
+ * loopback_congestion_control switches a loopback connection's TCP congestion control while a
+ * response goes out whole (read back with ss from iproute2).
  *
  * Each test writes its options to a config file passed with -c. Waits are bounded polls on what
  * the test can observe (the origin's counters, responses, file contents); timings are printed with
@@ -15,7 +17,10 @@
 
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -464,6 +469,118 @@ test_access_log_json(void **state)
     H_PASS(t);
 }
 
+/* The TCP congestion control of the node's side of the connection c to `port`, as ss shows it
+ * (several joined with spaces if ss lists more than one; "" when none). */
+static void
+server_side_cc(struct h_test *t, const struct h_conn *c, int port, char *out, size_t n)
+{
+    struct sockaddr_in me;
+    socklen_t len = sizeof(me);
+    assert_int_equal(getsockname(c->fd, (struct sockaddr *)&me, &len), 0);
+    char filter[96], path[600];
+    snprintf(filter, sizeof(filter), "( sport = :%d and dport = :%d )", port, ntohs(me.sin_port));
+    h_path(t, "ss.out", path, sizeof(path));
+    unlink(path); /* h_run_split appends */
+    char *const argv[] = {"ss", "-tinH", "state", "established", filter, NULL};
+    if (h_run_split(argv, path, "/dev/null", NULL, 10000) != 0)
+        fail_msg("ss (iproute2) did not run: tests/deps.sh installs it");
+    char *text = h_read_file(path, NULL);
+    assert_non_null(text);
+    out[0] = '\0';
+    /* ss -i prints an indented line of TCP details after each socket: option flags (ts, sack,
+     * ecn, ...), then the algorithm, then name:value pairs. */
+    static const char *const flags[] = {"ts", "sack", "ecn", "ecnseen", "fastopen", "ecn_low"};
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] != ' ' && line[0] != '\t')
+            continue;
+        char *tsave = NULL;
+        for (char *w = strtok_r(line, " \t", &tsave); w; w = strtok_r(NULL, " \t", &tsave)) {
+            bool flag = strchr(w, ':') != NULL;
+            for (size_t i = 0; !flag && i < sizeof(flags) / sizeof(flags[0]); i++)
+                flag = strcmp(w, flags[i]) == 0;
+            if (flag)
+                continue;
+            if (strlen(out) + strlen(w) + 2 < n)
+                snprintf(out + strlen(out), n - strlen(out), "%s%s", out[0] ? " " : "", w);
+            break;
+        }
+    }
+    free(text);
+}
+
+/* One GET of `size` bytes, max-age=60, on c; fails the test unless it is a complete 200. */
+static void
+get_size(struct h_conn *c, int port, unsigned long size)
+{
+    if (h_conn_sendf(c, "GET /cc?size=%lu&cc=max-age=60 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
+                     size, port) != 0)
+        fail_msg("send failed");
+    struct h_resp r;
+    if (h_read_response(c, &r, false, 20000) != 0 || r.status != 200 || !r.complete ||
+        r.body_total != size)
+        fail_msg("GET of %lu bytes: status %d, %llu bytes", size, r.status,
+                 (unsigned long long)r.body_total);
+    h_resp_free(&r);
+}
+
+static void
+test_loopback_congestion(void **state)
+{
+    struct h_test *t = *state;
+    char dflt[32] = "";
+    char *sys = h_read_file("/proc/sys/net/ipv4/tcp_congestion_control", NULL);
+    assert_non_null(sys);
+    sscanf(sys, "%31s", dflt);
+    free(sys);
+    /* A name other than the kernel's default, so the switch shows. */
+    const char *want = strcmp(dflt, "reno") == 0 ? "cubic" : "reno";
+    char conf[128];
+    snprintf(conf, sizeof(conf), "loopback_congestion_control = %s\n", want);
+    h_node_start_conf(t, "optnode", "cc.conf", conf);
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    char got[256];
+    get_size(&c, t->node.port, 1024); /* small: nothing is set */
+    server_side_cc(t, &c, t->node.port, got, sizeof(got));
+    printf("options: kernel default %s; after 1 KiB: %s\n", dflt, got);
+    assert_string_equal(got, dflt);
+    get_size(&c, t->node.port, 256 * 1024); /* goes out whole: switched */
+    server_side_cc(t, &c, t->node.port, got, sizeof(got));
+    printf("options: after 256 KiB: %s\n", got);
+    if (strcmp(got, want) != 0)
+        fail_msg("after a 256 KiB response the connection uses %s, not %s", got, want);
+    get_size(&c, t->node.port, 4 * 1024 * 1024); /* larger than the buffer: the kernel's again */
+    server_side_cc(t, &c, t->node.port, got, sizeof(got));
+    printf("options: after 4 MiB: %s\n", got);
+    assert_string_equal(got, dflt);
+    get_size(&c, t->node.port, 256 * 1024); /* a HIT now, whole again */
+    server_side_cc(t, &c, t->node.port, got, sizeof(got));
+    assert_string_equal(got, want);
+    h_conn_close(&c);
+    H_PASS(t);
+}
+
+static void
+test_loopback_congestion_off(void **state)
+{
+    struct h_test *t = *state;
+    h_node_start_conf(t, "optnode", "cc.conf", "loopback_congestion_control = off\n");
+    char dflt[32] = "";
+    char *sys = h_read_file("/proc/sys/net/ipv4/tcp_congestion_control", NULL);
+    assert_non_null(sys);
+    sscanf(sys, "%31s", dflt);
+    free(sys);
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    get_size(&c, t->node.port, 256 * 1024);
+    char got[256];
+    server_side_cc(t, &c, t->node.port, got, sizeof(got));
+    assert_string_equal(got, dflt);
+    h_conn_close(&c);
+    H_PASS(t);
+}
+
 int
 main(void)
 {
@@ -475,6 +592,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_stale_if_error_grace_default, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_access_log_combined, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_access_log_json, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_loopback_congestion, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_loopback_congestion_off, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

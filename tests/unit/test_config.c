@@ -86,6 +86,7 @@ dump(const struct cdn_config *c)
     U(listen_backlog);
     U(send_buffer);
     U(loopback_send_buffer);
+    S(loopback_congestion_control);
     U(max_request_body);
     for (size_t i = 0; i < c->n_origins; i++)
         fprintf(f, "origin=%s\n", c->origins[i]);
@@ -337,15 +338,18 @@ static const struct {
     {"send_buffer", "256k", "1g", "send_buffer: must be at most 256m, got '1g'"},
     {"loopback_send_buffer", "0", "64q",
      "loopback_send_buffer: expected a size such as 512, 64k, 16m or 1g, got '64q'"},
+    {"loopback_congestion_control", "cubic", "bbr;reno",
+     "loopback_congestion_control: expected a TCP congestion control name such as reno or cubic, "
+     "or off, got 'bbr;reno'"},
     {"max_request_body", "0", "1t",
      "max_request_body: expected a size such as 512, 64k, 16m or 1g, got '1t'"},
     {"origin", "https://Example.com:8443/", "ftp://x",
      "origin: expected an http:// or https:// URL, got 'ftp://x'"},
     {"parent", "http://10.0.0.1:8080 http://10.0.0.2:8080", "http://p/x",
      "parent: a path is not allowed (scheme, host and port only), got 'http://p/x'"},
-    {"cache_set_cookie", "on", "sometimes", "cache_set_cookie: expected on or off, got 'sometimes'"},
-    {"request_head_timeout", "30s", "2h",
-     "request_head_timeout: must be at most 1h, got '2h'"},
+    {"cache_set_cookie", "on", "sometimes",
+     "cache_set_cookie: expected on or off, got 'sometimes'"},
+    {"request_head_timeout", "30s", "2h", "request_head_timeout: must be at most 1h, got '2h'"},
     {"purge_parents", "http://127.0.0.1:9091", "127.0.0.1:9091",
      "purge_parents: expected an http:// or https:// URL, got '127.0.0.1:9091'"},
     {"purge_children", "http://[::1]:9092 http://127.0.0.2:9092", "http://a?x=1",
@@ -396,7 +400,7 @@ static void
 test_set_every_key(void **state)
 {
     (void)state;
-    assert_int_equal(CDN_ARRAY_LEN(keys), 46); /* one row per key in config.h */
+    assert_int_equal(CDN_ARRAY_LEN(keys), 47); /* one row per key in config.h */
     for (size_t i = 0; i < CDN_ARRAY_LEN(keys); i++) {
         struct cdn_config c;
         char err[512] = "";
@@ -488,6 +492,7 @@ test_defaults(void **state)
     assert_int_equal(c.listen_backlog, 1024);
     assert_int_equal(c.send_buffer, 0);
     assert_int_equal(c.loopback_send_buffer, 64 * 1024);
+    assert_string_equal(c.loopback_congestion_control, "reno");
     assert_int_equal(c.max_request_body, 16 << 20);
     assert_int_equal(c.n_origins, 0);
     assert_int_equal(c.origin_connect_timeout_ms, 5000);
