@@ -509,6 +509,17 @@ server_side_cc(struct h_test *t, const struct h_conn *c, int port, char *out, si
     free(text);
 }
 
+/* The kernel's default congestion control for new connections. */
+static void
+kernel_cc(char out[32])
+{
+    char *sys = h_read_file("/proc/sys/net/ipv4/tcp_congestion_control", NULL);
+    assert_non_null(sys);
+    out[0] = '\0';
+    sscanf(sys, "%31s", out);
+    free(sys);
+}
+
 /* One GET of `size` bytes, max-age=60, on c; fails the test unless it is a complete 200. */
 static void
 get_size(struct h_conn *c, int port, unsigned long size)
@@ -528,11 +539,8 @@ static void
 test_loopback_congestion(void **state)
 {
     struct h_test *t = *state;
-    char dflt[32] = "";
-    char *sys = h_read_file("/proc/sys/net/ipv4/tcp_congestion_control", NULL);
-    assert_non_null(sys);
-    sscanf(sys, "%31s", dflt);
-    free(sys);
+    char dflt[32];
+    kernel_cc(dflt);
     /* A name other than the kernel's default, so the switch shows. */
     const char *want = strcmp(dflt, "reno") == 0 ? "cubic" : "reno";
     char conf[128];
@@ -566,11 +574,8 @@ test_loopback_congestion_off(void **state)
 {
     struct h_test *t = *state;
     h_node_start_conf(t, "optnode", "cc.conf", "loopback_congestion_control = off\n");
-    char dflt[32] = "";
-    char *sys = h_read_file("/proc/sys/net/ipv4/tcp_congestion_control", NULL);
-    assert_non_null(sys);
-    sscanf(sys, "%31s", dflt);
-    free(sys);
+    char dflt[32];
+    kernel_cc(dflt);
     struct h_conn c;
     assert_int_equal(h_conn_open(&c, t->node.port), 0);
     get_size(&c, t->node.port, 256 * 1024);
