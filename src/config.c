@@ -612,7 +612,7 @@ cdn_config_set(struct cdn_config *c, const char *key, const char *value, char *e
         size_t n = strlen(value);
         bool ok = n <= 15;
         for (size_t i = 0; ok && i < n; i++)
-            ok = isalnum((unsigned char)value[i]) || value[i] == '_' || value[i] == '-';
+            ok = isalnum((unsigned char)value[i]) || value[i] == '_';
         if (!ok)
             return errf(err, errlen,
                         "%s: expected a TCP congestion control name such as reno or cubic, or "

@@ -118,6 +118,7 @@ struct conn_slot {
     _Atomic bool expired;          /* shut down by the reaper */
     size_t sndbuf;                 /* SO_SNDBUF we set, 0: none (the connection's worker only) */
     bool cc_switched;              /* TCP_CONGESTION is fe->loopback_cc (worker only) */
+    bool cc_refused;               /* the kernel refused a switch: left as it is from then on */
     char cc_kernel[17];            /* the one the kernel gave the connection, "" until read */
 };
 
@@ -162,12 +163,12 @@ is_loopback(const struct sockaddr *sa)
 static void
 set_congestion(struct conn_slot *s, const char *name)
 {
-    if ((name != NULL) == s->cc_switched)
+    if ((name != NULL) == s->cc_switched || s->cc_refused)
         return;
     if (s->cc_kernel[0] == '\0') {
         socklen_t len = sizeof(s->cc_kernel) - 1;
-        if (getsockopt(s->fd, IPPROTO_TCP, TCP_CONGESTION, s->cc_kernel, &len) != 0) {
-            s->cc_kernel[0] = '\0';
+        if (getsockopt(s->fd, IPPROTO_TCP, TCP_CONGESTION, s->cc_kernel, &len) != 0 || len == 0) {
+            s->cc_refused = true; /* without the kernel's name there is no way back */
             return;
         }
         s->cc_kernel[len] = '\0';
@@ -175,6 +176,7 @@ set_congestion(struct conn_slot *s, const char *name)
     const char *to = name != NULL ? name : s->cc_kernel;
     if (setsockopt(s->fd, IPPROTO_TCP, TCP_CONGESTION, to, (socklen_t)strlen(to)) != 0) {
         cdn_debug("TCP_CONGESTION %s: %s", to, strerror(errno));
+        s->cc_refused = true; /* one system call per connection, not one per response */
         return;
     }
     s->cc_switched = name != NULL;
