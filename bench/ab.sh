@@ -79,15 +79,7 @@ start_node() { # name binary extra-lines...
     port=$(free_port)
     mkdir -p "$d"
     {
-        echo "listen = 127.0.0.1:$port"
-        echo "origin = $origin"
-        echo "cache_dir = $d/cache"
-        echo "cache_size = 2g"
-        echo "workers = 1"
-        echo "cdn_id = cdnode"
-        echo "admin_listen = 127.0.0.1:$(free_port)"
-        echo "access_log = off"
-        echo "log_level = warn"
+        cdnode_conf "$port" "$origin" "$d" "$(free_port)"
         for l in "$@"; do echo "$l"; done
     } >"$d/cdnode.conf"
     taskset -c 0 "$bin" -c "$d/cdnode.conf" >"$d/cdnode.log" 2>&1 &

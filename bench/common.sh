@@ -32,6 +32,23 @@ CONF
     for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $1/tmp;"; done
 }
 
+# cdnode_conf PORT ORIGIN DIR ADMIN_PORT: the node's configuration in both scripts (bench/README.md,
+# "cdnode"): one worker, a 2 GB store under DIR written through the writable map, no access log.
+cdnode_conf() {
+    cat <<CONF
+listen = 127.0.0.1:$1
+origin = $2
+cache_dir = $3/cache
+cache_size = 2g
+cache_writemap = on
+workers = 1
+cdn_id = cdnode
+admin_listen = 127.0.0.1:$4
+access_log = off
+log_level = warn
+CONF
+}
+
 # The origin: one nginx worker on CPU 1 serving
 #   /obj/{1k,256k,4m}.bin   static files, ETag, Cache-Control: max-age=3600
 #   /reval/<anything>       one 1 KiB file, ETag, max-age=0, must-revalidate (logged)

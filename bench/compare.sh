@@ -103,17 +103,7 @@ etag=$(curl -s -D - -o /dev/null "$origin/reval/0" | awk 'tolower($1)=="etag:" {
 start_cdnode() {
     local d=$tmp/cdnode
     mkdir -p "$d/logs"
-    cat >"$d/cdnode.conf" <<CONF
-listen = 127.0.0.1:${port[cdnode]}
-origin = $origin
-cache_dir = $d/cache
-cache_size = 2g
-workers = 1
-cdn_id = cdnode
-admin_listen = 127.0.0.1:$admin_port
-access_log = off
-log_level = warn
-CONF
+    cdnode_conf "${port[cdnode]}" "$origin" "$d" "$admin_port" >"$d/cdnode.conf"
     taskset -c 0 "$cdnode_bin" -c "$d/cdnode.conf" >"$d/logs/cdnode.log" 2>&1 &
     pid[cdnode]=$!
 }

@@ -45,6 +45,7 @@ cdn_cache_open(const struct cdn_config *cfg, struct cdn_cache **out)
         .max_leases = cfg->connection_limit < 1024 ? cfg->connection_limit : 1024,
         .max_object_size = cfg->max_object_size,
         .max_variants = cfg->max_variants,
+        .writemap = cfg->cache_writemap,
     };
     int rc = cdn_store_open(&so, &c->store);
     if (rc != 0) {

@@ -115,6 +115,7 @@ static const struct key keys[] = {
     {"cache_size", K_SIZE64, F(cache_size), 1 * MIB, SIZE_MAX},
     {"max_object_size", K_SIZE, F(max_object_size), 1, SIZE_MAX},
     {"max_variants", K_UINT, F(max_variants), 1, 1024},
+    {"cache_writemap", K_BOOL, F(cache_writemap), 0, 0},
     {"cache_key_ignore_query", K_BOOL, F(cache_key_ignore_query), 0, 0},
     {"cache_key_sort_query", K_BOOL, F(cache_key_sort_query), 0, 0},
     {"cache_key_drop_params", K_PARAMS, F(cache_key_drop_params), 0, 0},

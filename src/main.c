@@ -135,6 +135,7 @@ reload(const struct cdn_config *running, const char *config_file, const struct f
         {"admin_listen", differ(running->admin_listen, next.admin_listen)},
         {"cache_dir", differ(running->cache_dir, next.cache_dir)},
         {"cache_size", running->cache_size != next.cache_size},
+        {"cache_writemap", running->cache_writemap != next.cache_writemap},
         {"workers", running->workers != next.workers},
         {"cdn_id", differ(running->cdn_id, next.cdn_id)},
         {"connection_limit", running->connection_limit != next.connection_limit},

@@ -41,12 +41,14 @@
 #include "cdnode/tcache.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define STORE_MAGIC 0x570e0001u
@@ -375,7 +377,8 @@ struct cdn_store {
     uint32_t magic;
     MDB_env *env;
     MDB_dbi meta, body, state;
-    bool sync;
+    char *dir;
+    bool sync, writemap;
     uint64_t ticks;
     uint32_t chunk_size;
     uint64_t max_object;
@@ -1398,6 +1401,100 @@ scan_at_open(struct cdn_store *s, MDB_txn *t)
     return rc;
 }
 
+/*
+ * The writable map (opts.writemap). Commits then write pages in place instead of copying them
+ * out with pwrite, but the store's pages are writable memory of this process: a stray write, or
+ * a crash of the host with pages flushed out of order, could damage committed objects. So a node
+ * using it keeps the marker WRITEMAP_MARK in the directory from before the environment opens until
+ * it is closed and synced, and any open that finds the marker left behind (a node that crashed or
+ * was killed while using the map) wipes the store instead of trusting it. A store closed cleanly,
+ * in either mode, opens in either mode.
+ *
+ * The data file is reserved at its full size (fallocate): a write into a hole the filesystem
+ * cannot fill would be a SIGBUS in the map rather than a failed commit.
+ */
+#define WRITEMAP_MARK "writemap-open"
+
+/* dir/name into buf; false if it does not fit. */
+static bool
+dir_path(char *buf, size_t n, const char *dir, const char *name)
+{
+    int w = snprintf(buf, n, "%s/%s", dir, name);
+    return w > 0 && (size_t)w < n;
+}
+
+static void
+sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static int
+wipe_if_marked(const char *dir)
+{
+    char mark[4096], data[4096], lock[4096];
+    if (!dir_path(mark, sizeof(mark), dir, WRITEMAP_MARK) ||
+        !dir_path(data, sizeof(data), dir, "data.mdb") ||
+        !dir_path(lock, sizeof(lock), dir, "lock.mdb"))
+        return CDN_EINVAL;
+    if (access(mark, F_OK) != 0)
+        return errno == ENOENT ? 0 : CDN_EIO;
+    cdn_warn("store: %s was not closed cleanly while its map was writable "
+             "(cache_writemap); starting empty",
+             dir);
+    if ((unlink(data) != 0 && errno != ENOENT) || (unlink(lock) != 0 && errno != ENOENT) ||
+        unlink(mark) != 0) {
+        cdn_error("store: cannot wipe %s: %s", dir, strerror(errno));
+        return CDN_EIO;
+    }
+    sync_dir(dir);
+    return 0;
+}
+
+static int
+mark_writemap(const char *dir)
+{
+    char mark[4096];
+    if (!dir_path(mark, sizeof(mark), dir, WRITEMAP_MARK))
+        return CDN_EINVAL;
+    int fd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || fsync(fd) != 0) {
+        cdn_error("store: cannot create %s: %s", mark, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return CDN_EIO;
+    }
+    close(fd);
+    sync_dir(dir);
+    return 0;
+}
+
+static void
+unmark_writemap(const char *dir)
+{
+    char mark[4096];
+    if (dir_path(mark, sizeof(mark), dir, WRITEMAP_MARK) && unlink(mark) == 0)
+        sync_dir(dir);
+}
+
+/* Every block of the data file allocated now, so no write into the map can fail later. */
+static int
+reserve_map(MDB_env *env)
+{
+    int fd = -1;
+    MDB_envinfo info;
+    if (mdb_env_get_fd(env, &fd) != 0 || mdb_env_info(env, &info) != 0)
+        return EBADF;
+    int rc;
+    while ((rc = posix_fallocate(fd, 0, (off_t)info.me_mapsize)) == EINTR)
+        ;
+    return rc;
+}
+
 int
 cdn_store_open(const struct cdn_store_opts *o, struct cdn_store **out)
 {
@@ -1423,6 +1520,15 @@ cdn_store_open(const struct cdn_store_opts *o, struct cdn_store **out)
         free(s);
         return CDN_EIO;
     }
+    int wrc = wipe_if_marked(o->dir);
+    if (wrc == 0 && o->writemap)
+        wrc = mark_writemap(o->dir);
+    if (wrc != 0) {
+        free(s);
+        return wrc;
+    }
+    s->writemap = o->writemap;
+    s->dir = cdn_strdup(o->dir);
     s->rec = cdn_recency_new();
     pthread_mutex_init(&s->pool_mu, NULL);
     pthread_mutex_init(&s->q_mu, NULL);
@@ -1438,7 +1544,11 @@ cdn_store_open(const struct cdn_store_opts *o, struct cdn_store **out)
     if (rc == 0 && (what = "mdb_env_set_maxdbs", 1))
         rc = mdb_env_set_maxdbs(s->env, 3);
     if (rc == 0 && (what = "mdb_env_open", 1))
-        rc = mdb_env_open(s->env, o->dir, MDB_NOTLS | (o->sync ? 0 : MDB_NOSYNC), 0600);
+        rc = mdb_env_open(s->env, o->dir,
+                          MDB_NOTLS | (o->sync ? 0 : MDB_NOSYNC) | (o->writemap ? MDB_WRITEMAP : 0),
+                          0600);
+    if (rc == 0 && o->writemap && (what = "reserving the map's full size (cache_writemap)", 1))
+        rc = reserve_map(s->env);
     if (rc == 0) {
         /* Reader slots left behind by a killed process would pin pages forever. */
         int dead = 0;
@@ -1472,7 +1582,10 @@ cdn_store_open(const struct cdn_store_opts *o, struct cdn_store **out)
         if (t != NULL)
             mdb_txn_abort(t);
         mdb_env_close(s->env);
+        if (s->writemap)
+            unmark_writemap(o->dir);
         cdn_recency_free(s->rec);
+        free(s->dir);
         free(s);
         return CDN_EIO;
     }
@@ -1506,9 +1619,12 @@ cdn_store_close(struct cdn_store *s)
         free(rt);
     }
     s->pool = NULL;
-    if (!s->sync)
-        mdb_env_sync(s->env, 1);
+    int synced = s->sync ? 0 : mdb_env_sync(s->env, 1);
     mdb_env_close(s->env);
+    /* Only once every page is on disk may the next open trust them. */
+    if (s->writemap && synced == 0)
+        unmark_writemap(s->dir);
+    free(s->dir);
     cdn_recency_free(s->rec);
     free(s->eff);
     pthread_mutex_destroy(&s->pool_mu);

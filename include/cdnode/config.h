@@ -90,6 +90,7 @@ struct cdn_config {
     uint64_t cache_size;        /* cache_size = SIZE             default 1g */
     size_t max_object_size;     /* max_object_size = SIZE        default 256m */
     unsigned max_variants;      /* max_variants = N              default 8 */
+    bool cache_writemap;        /* cache_writemap = on|off       default off (store.h) */
     bool cache_key_ignore_query; /* cache_key_ignore_query = on|off default off */
     bool cache_key_sort_query;  /* cache_key_sort_query = on|off default off */
     char *cache_key_drop_params[CDN_MAX_LIST]; /* cache_key_drop_params = NAME [NAME...] */

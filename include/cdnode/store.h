@@ -46,6 +46,7 @@ struct cdn_store_opts {
     unsigned low_pct;         /* ... and stop at this share. 0: 70 */
     unsigned evict_batch;     /* deletes per eviction transaction. 0: 100 */
     bool sync;                /* fsync every commit (no MDB_NOSYNC); purges are always synced */
+    bool writemap;            /* MDB_WRITEMAP: see cdn_store_open */
 };
 
 /* The soft-purge flag: the object may only be served after revalidation. */

@@ -5,7 +5,8 @@
  * with "stored" is committed before its last byte arrives, so the next request may expect a hit
  * without waiting. Where time has to pass (max-age=1), the tests poll the node itself under a
  * deadline. The last tests restart the node on the same store, after SIGTERM and after SIGKILL
- * under load, keeping its port: the Host field is part of the cache key.
+ * under load, and with the writable map (cache_writemap), keeping its port: the Host field is part
+ * of the cache key.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -762,6 +763,45 @@ test_restart_sigterm(void **state)
     H_PASS(t);
 }
 
+/*
+ * 10c. cache_writemap: a clean stop keeps the store as in 10a; a node killed while its map was
+ * writable leaves its marker, and the next one says so and starts empty rather than trust it.
+ */
+static void
+test_restart_writemap(void **state)
+{
+    struct h_test *t = *state;
+    static const char conf[] = "cache_writemap = on\ncache_size = 16m\n";
+    h_node_start_conf(t, "testnode", "wm.conf", conf);
+    const char *u = "/wm1?cc=max-age=600&body=mapped";
+    struct h_resp r;
+    get_body(t, u, NULL, "mapped", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+
+    int st = h_proc_stop(&t->node.proc, SIGTERM, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    h_node_start_conf(t, "testnode", "wm.conf", conf);
+    get_body(t, u, NULL, "mapped", &r);
+    EXPECT_HIT(&r);
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/wm1", 1);
+
+    st = h_proc_stop(&t->node.proc, SIGKILL, 10000);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    h_node_start_conf(t, "testnode", "wm.conf", conf);
+    char *log = h_read_file(t->node.proc.log, NULL);
+    assert_non_null(log);
+    bool said = strstr(log, "was not closed cleanly while its map was writable") != NULL;
+    free(log);
+    assert_true(said);
+    get_body(t, u, NULL, "mapped", &r);
+    EXPECT_CS(&r, "stored");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/wm1", 2);
+    H_PASS(t);
+}
+
 #define LOAD_URLS 40
 #define LOAD_THREADS 4
 #define LOAD_PER_THREAD 50
@@ -916,6 +956,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_stale_if_error, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_restart_sigterm, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_restart_sigkill_under_load, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_writemap, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

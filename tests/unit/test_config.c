@@ -108,6 +108,7 @@ dump(const struct cdn_config *c)
     U(cache_size);
     U(max_object_size);
     U(max_variants);
+    U(cache_writemap);
     U(cache_key_ignore_query);
     U(cache_key_sort_query);
     for (size_t i = 0; i < c->n_cache_key_drop_params; i++)
@@ -377,6 +378,7 @@ static const struct {
     {"cache_size", "1m", "1023k", "cache_size: must be at least 1m, got '1023k'"},
     {"max_object_size", "1", "0", "max_object_size: must be at least 1, got '0'"},
     {"max_variants", "1", "1025", "max_variants: must be at most 1024, got '1025'"},
+    {"cache_writemap", "on", "always", "cache_writemap: expected on or off, got 'always'"},
     {"cache_key_ignore_query", "yes", "y", "cache_key_ignore_query: expected on or off, got 'y'"},
     {"cache_key_sort_query", "true", "ja", "cache_key_sort_query: expected on or off, got 'ja'"},
     {"cache_key_drop_params", "utm_source fbclid", "a=b",
@@ -400,7 +402,7 @@ static void
 test_set_every_key(void **state)
 {
     (void)state;
-    assert_int_equal(CDN_ARRAY_LEN(keys), 47); /* one row per key in config.h */
+    assert_int_equal(CDN_ARRAY_LEN(keys), 48); /* one row per key in config.h */
     for (size_t i = 0; i < CDN_ARRAY_LEN(keys); i++) {
         struct cdn_config c;
         char err[512] = "";
@@ -458,6 +460,7 @@ test_set_values(void **state)
     assert_true(c.cache_size == 1048576);
     assert_int_equal(c.max_object_size, 1);
     assert_int_equal(c.max_variants, 1);
+    assert_true(c.cache_writemap);
     assert_true(c.cache_key_ignore_query);
     assert_true(c.cache_key_sort_query);
     assert_int_equal(c.n_cache_key_drop_params, 2);
@@ -514,6 +517,7 @@ test_defaults(void **state)
     assert_true(c.cache_size == 1ull << 30);
     assert_int_equal(c.max_object_size, 256 << 20);
     assert_int_equal(c.max_variants, 8);
+    assert_false(c.cache_writemap);
     assert_false(c.cache_key_ignore_query);
     assert_false(c.cache_key_sort_query);
     assert_int_equal(c.n_cache_key_drop_params, 0);

@@ -1217,6 +1217,81 @@ test_sigkill_recovery(void **state)
     assert_body(s, "http://a.test/after", NULL, "after", 5);
 }
 
+static bool
+marked(const struct fx *f)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/writemap-open", f->dir);
+    return access(path, F_OK) == 0;
+}
+
+/*
+ * cache_writemap: the data file is reserved whole and marked while open; a clean close unmarks
+ * it and the next open, in either mode, keeps everything; a process killed with the map
+ * writable leaves the mark, and the next open starts empty.
+ */
+static void
+test_writemap(void **state)
+{
+    struct fx *f = *state;
+    f->o.chunk_size = 4096;
+    f->o.writemap = true;
+    struct cdn_store *s = open_fx(f);
+    assert_true(marked(f));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/data.mdb", f->dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true((uint64_t)st.st_blocks * 512 >= f->o.map_size);
+    uint8_t *big = pattern(20000, 3);
+    struct cdn_store_meta m = meta("http://a.test/big", NULL);
+    assert_int_equal(put_sync(s, &m, big, 20000), 0);
+    assert_int_equal(put_str(s, "http://a.test/small", NULL, "small"), 0);
+    assert_body(s, m.key, NULL, big, 20000);
+
+    cdn_store_close(f->s);
+    f->s = NULL;
+    assert_false(marked(f));
+    f->o.writemap = false;
+    s = open_fx(f);
+    assert_false(marked(f));
+    assert_int_equal(stats(s).objects, 2);
+    assert_body(s, m.key, NULL, big, 20000);
+    assert_body(s, "http://a.test/small", NULL, "small", 5);
+    cdn_store_close(f->s);
+    f->s = NULL;
+
+    f->o.writemap = true;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (cdn_store_open(&f->o, &s) != 0)
+            _exit(1);
+        for (int i = 0; i < 10; i++) {
+            char key[64];
+            snprintf(key, sizeof(key), "http://a.test/w/%d", i);
+            struct cdn_store_meta mk = meta(key, NULL);
+            cdn_store_put(s, &mk, key, strlen(key), NULL, NULL);
+        }
+        cdn_store_flush(s);
+        raise(SIGKILL);
+        _exit(1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_true(marked(f));
+    f->o.writemap = false;
+    s = open_fx(f);
+    assert_false(marked(f));
+    assert_int_equal(stats(s).objects, 0);
+    struct cdn_store_lease *l;
+    assert_int_equal(cdn_store_lookup(s, m.key, strlen(m.key), &l), CDN_ENOTFOUND);
+    assert_int_equal(put_str(s, "http://a.test/after", NULL, "after"), 0);
+    assert_body(s, "http://a.test/after", NULL, "after", 5);
+    free(big);
+}
+
 static void
 test_readers_full(void **state)
 {
@@ -1390,6 +1465,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_put_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writemap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_tag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_purge_split, setup, teardown),
