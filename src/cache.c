@@ -573,7 +573,7 @@ cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r, struct c
     struct sink *s = cdn_calloc(1, sizeof(*s));
     s->magic = SINK_MAGIC;
     s->c = c;
-    s->arena = cdn_arena_new(4096);
+    s->arena = cdn_arena_new(CDN_ARENA_POOLED);
     s->method = cdn_strdup(r->method);
     s->key = cdn_arena_strndup(s->arena, r->key, r->klen);
     s->klen = r->klen;

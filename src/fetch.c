@@ -123,7 +123,7 @@ cdn_fetch_new(const struct cdn_fetch_req *req)
     f->window = req->window ? req->window : 1024 * 1024;
     f->state = CDN_FETCH_PENDING;
     f->content_length = -1;
-    f->arena = cdn_arena_new(4096);
+    f->arena = cdn_arena_new(CDN_ARENA_POOLED);
     cdn_hdrs_init(&f->resp, f->arena);
     cdn_hdrs_init(&f->client_req, f->arena);
     if (req->has_body)

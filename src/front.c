@@ -445,7 +445,7 @@ on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     struct listener *l = cls;
     /* This thread's last finished request context, with its arena emptied, when there is one. */
     struct req *r = cdn_tcache_get(CDN_TC_REQ);
-    struct cdn_arena *arena = r != NULL ? r->arena : cdn_arena_new(4096);
+    struct cdn_arena *arena = r != NULL ? r->arena : cdn_arena_new(CDN_ARENA_POOLED);
     if (r == NULL)
         r = cdn_malloc(sizeof(*r));
     memset(r, 0, sizeof(*r));

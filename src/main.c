@@ -8,6 +8,7 @@
  */
 #include "cdnode/accesslog.h"
 #include "cdnode/admin.h"
+#include "cdnode/arena.h"
 #include "cdnode/cache.h"
 #include "cdnode/collapse.h"
 #include "cdnode/common.h"
@@ -302,6 +303,7 @@ out:
     cdn_config_free(&cfg);
     free(flags);
     cdn_tcache_flush(); /* what this thread recycled: other threads' went when they ended */
+    cdn_arena_drain();
     if (rc == 0)
         cdn_info("stopped");
     return rc;

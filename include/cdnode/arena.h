@@ -1,7 +1,7 @@
 /*
  * arena.h: a per-request memory pool. Allocations are bump-pointer from blocks and are all
- * released together by cdn_arena_free(); there is no per-object free. Not thread-safe: an arena
- * belongs to one request and is used by one thread at a time.
+ * released together by cdn_arena_free(); there is no per-object free. An arena is not
+ * thread-safe: it belongs to one request and is used by one thread at a time.
  */
 #ifndef CDNODE_ARENA_H
 #define CDNODE_ARENA_H
@@ -15,10 +15,19 @@
 
 struct cdn_arena;
 
-/* A new arena whose first block holds at least `first` bytes. Never NULL (aborts on OOM). */
+/* The first-block size whose arenas are recycled (arena.c): what per-request arenas use; at most
+ * CDN_ARENA_KEPT of them wait for reuse. */
+#define CDN_ARENA_POOLED 4096
+#define CDN_ARENA_KEPT 64
+
+/* A new arena whose first block holds at least `first` bytes. Never NULL (aborts on OOM). Any
+ * thread may free what another made. */
 struct cdn_arena *cdn_arena_new(size_t first);
-/* Releases the arena and everything allocated from it. NULL is fine. */
+/* Releases the arena and everything allocated from it (an arena of CDN_ARENA_POOLED bytes is
+ * kept, emptied, for the next cdn_arena_new). NULL is fine. */
 void cdn_arena_free(struct cdn_arena *a);
+/* Frees the kept arenas (at exit, so leak checkers see none). */
+void cdn_arena_drain(void);
 /* Forgets every allocation and keeps only the first block, for reuse. */
 void cdn_arena_reset(struct cdn_arena *a);
 /* n bytes aligned for any type, valid until cdn_arena_free(). Never NULL. */
