@@ -47,6 +47,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -379,6 +380,7 @@ struct cdn_store {
     MDB_dbi meta, body, state;
     char *dir;
     bool sync, writemap;
+    int mark_fd; /* writemap: the locked marker */
     uint64_t ticks;
     uint32_t chunk_size;
     uint64_t max_object;
@@ -1405,10 +1407,11 @@ scan_at_open(struct cdn_store *s, MDB_txn *t)
  * The writable map (opts.writemap). Commits then write pages in place instead of copying them
  * out with pwrite, but the store's pages are writable memory of this process: a stray write, or
  * a crash of the host with pages flushed out of order, could damage committed objects. So a node
- * using it keeps the marker WRITEMAP_MARK in the directory from before the environment opens until
- * it is closed and synced, and any open that finds the marker left behind (a node that crashed or
- * was killed while using the map) wipes the store instead of trusting it. A store closed cleanly,
- * in either mode, opens in either mode.
+ * using it holds the marker WRITEMAP_MARK in the directory, created before the environment opens
+ * and locked (flock) for as long as it stays open, and removes it once the store is closed and
+ * synced. An open that finds the marker unlocked (left by a node that crashed or was killed while
+ * using the map) wipes the store instead of trusting it; one that finds it locked refuses, since
+ * another process is using that store right now. A store closed cleanly opens in either mode.
  *
  * The data file is reserved at its full size (fallocate): a write into a hole the filesystem
  * cannot fill would be a SIGBUS in the map rather than a failed commit.
@@ -1433,52 +1436,88 @@ sync_dir(const char *dir)
     }
 }
 
+/* The marker, open and locked by us; -1 with errno (EWOULDBLOCK: another process holds it). */
 static int
-wipe_if_marked(const char *dir)
+lock_mark(const char *path, bool create)
 {
+    int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+    if (fd < 0)
+        return -1;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * Before the environment opens, in either mode: wipes a store a dead node left marked, refuses
+ * one a live node holds, and with writemap marks the directory (*mark_fd keeps the lock).
+ */
+static int
+writemap_guard(const char *dir, bool writemap, int *mark_fd)
+{
+    *mark_fd = -1;
     char mark[4096], data[4096], lock[4096];
     if (!dir_path(mark, sizeof(mark), dir, WRITEMAP_MARK) ||
         !dir_path(data, sizeof(data), dir, "data.mdb") ||
         !dir_path(lock, sizeof(lock), dir, "lock.mdb"))
         return CDN_EINVAL;
-    if (access(mark, F_OK) != 0)
-        return errno == ENOENT ? 0 : CDN_EIO;
-    cdn_warn("store: %s was not closed cleanly while its map was writable "
-             "(cache_writemap); starting empty",
-             dir);
-    if ((unlink(data) != 0 && errno != ENOENT) || (unlink(lock) != 0 && errno != ENOENT) ||
-        unlink(mark) != 0) {
-        cdn_error("store: cannot wipe %s: %s", dir, strerror(errno));
+    int fd = lock_mark(mark, false);
+    bool left = fd >= 0;
+    if (!left && errno != ENOENT) {
+        if (errno == EWOULDBLOCK)
+            cdn_error("store: %s is already open with its map writable, by another node "
+                      "(cache_writemap)",
+                      dir);
+        else
+            cdn_error("store: cannot open %s: %s", mark, strerror(errno));
         return CDN_EIO;
     }
-    sync_dir(dir);
-    return 0;
-}
-
-static int
-mark_writemap(const char *dir)
-{
-    char mark[4096];
-    if (!dir_path(mark, sizeof(mark), dir, WRITEMAP_MARK))
-        return CDN_EINVAL;
-    int fd = open(mark, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || fsync(fd) != 0) {
-        cdn_error("store: cannot create %s: %s", mark, strerror(errno));
-        if (fd >= 0)
+    if (left) {
+        cdn_warn("store: %s was not closed cleanly while its map was writable "
+                 "(cache_writemap); starting empty",
+                 dir);
+        if ((unlink(data) != 0 && errno != ENOENT) || (unlink(lock) != 0 && errno != ENOENT)) {
+            cdn_error("store: cannot wipe %s: %s", dir, strerror(errno));
             close(fd);
+            return CDN_EIO;
+        }
+    }
+    if (!writemap) {
+        if (left) {
+            unlink(mark);
+            close(fd);
+            sync_dir(dir);
+        }
+        return 0;
+    }
+    if (!left && (fd = lock_mark(mark, true)) < 0) {
+        cdn_error("store: cannot create %s: %s", mark,
+                  errno == EWOULDBLOCK ? "another process holds it" : strerror(errno));
         return CDN_EIO;
     }
-    close(fd);
+    if (fsync(fd) != 0) {
+        cdn_error("store: cannot sync %s: %s", mark, strerror(errno));
+        unlink(mark);
+        close(fd);
+        return CDN_EIO;
+    }
     sync_dir(dir);
+    *mark_fd = fd;
     return 0;
 }
 
+/* After a clean close (or a failed open): the marker goes, then its lock. */
 static void
-unmark_writemap(const char *dir)
+unmark_writemap(const char *dir, int mark_fd)
 {
     char mark[4096];
     if (dir_path(mark, sizeof(mark), dir, WRITEMAP_MARK) && unlink(mark) == 0)
         sync_dir(dir);
+    close(mark_fd);
 }
 
 /* Every block of the data file allocated now, so no write into the map can fail later. */
@@ -1520,9 +1559,7 @@ cdn_store_open(const struct cdn_store_opts *o, struct cdn_store **out)
         free(s);
         return CDN_EIO;
     }
-    int wrc = wipe_if_marked(o->dir);
-    if (wrc == 0 && o->writemap)
-        wrc = mark_writemap(o->dir);
+    int wrc = writemap_guard(o->dir, o->writemap, &s->mark_fd);
     if (wrc != 0) {
         free(s);
         return wrc;
@@ -1583,7 +1620,7 @@ cdn_store_open(const struct cdn_store_opts *o, struct cdn_store **out)
             mdb_txn_abort(t);
         mdb_env_close(s->env);
         if (s->writemap)
-            unmark_writemap(o->dir);
+            unmark_writemap(o->dir, s->mark_fd);
         cdn_recency_free(s->rec);
         free(s->dir);
         free(s);
@@ -1623,7 +1660,9 @@ cdn_store_close(struct cdn_store *s)
     mdb_env_close(s->env);
     /* Only once every page is on disk may the next open trust them. */
     if (s->writemap && synced == 0)
-        unmark_writemap(s->dir);
+        unmark_writemap(s->dir, s->mark_fd);
+    else if (s->writemap)
+        close(s->mark_fd); /* left for the next open to wipe */
     free(s->dir);
     cdn_recency_free(s->rec);
     free(s->eff);

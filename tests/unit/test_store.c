@@ -1226,9 +1226,9 @@ marked(const struct fx *f)
 }
 
 /*
- * cache_writemap: the data file is reserved whole and marked while open; a clean close unmarks
- * it and the next open, in either mode, keeps everything; a process killed with the map
- * writable leaves the mark, and the next open starts empty.
+ * cache_writemap: the data file is reserved whole and marked while open, and nothing else opens
+ * it then; a clean close unmarks it and the next open, in either mode, keeps everything; a
+ * process killed with the map writable leaves the mark, and the next open starts empty.
  */
 static void
 test_writemap(void **state)
@@ -1247,6 +1247,16 @@ test_writemap(void **state)
     struct cdn_store_meta m = meta("http://a.test/big", NULL);
     assert_int_equal(put_sync(s, &m, big, 20000), 0);
     assert_int_equal(put_str(s, "http://a.test/small", NULL, "small"), 0);
+    assert_body(s, m.key, NULL, big, 20000);
+    /* While it is open, no other open of the directory, in either mode, may wipe or share it. */
+    for (int mode = 0; mode < 2; mode++) {
+        struct cdn_store_opts other = f->o;
+        other.writemap = mode == 1;
+        struct cdn_store *s2 = NULL;
+        assert_int_equal(cdn_store_open(&other, &s2), CDN_EIO);
+        assert_null(s2);
+    }
+    assert_true(marked(f));
     assert_body(s, m.key, NULL, big, 20000);
 
     cdn_store_close(f->s);
