@@ -1170,38 +1170,55 @@ test_concurrent_readers(void **state)
     free(body);
 }
 
+/*
+ * A child process opens f's store, commits n objects keyed prefix<i> (the key is the body), runs
+ * `more` on the store and dies by SIGKILL; returns once it is dead.
+ */
 static void
-test_sigkill_recovery(void **state)
+commit_then_die(struct fx *f, const char *prefix, int n, void (*more)(struct cdn_store *))
 {
-    struct fx *f = *state;
-    f->o.chunk_size = 4096;
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        /* The child commits 100 objects, then dies holding a lease and half a streamed put. */
         struct cdn_store *s;
         if (cdn_store_open(&f->o, &s) != 0)
             _exit(1);
-        char key[64];
-        for (int i = 0; i < 100; i++) {
-            snprintf(key, sizeof(key), "http://a.test/k/%d", i);
+        for (int i = 0; i < n; i++) {
+            char key[64];
+            snprintf(key, sizeof(key), "%s%d", prefix, i);
             struct cdn_store_meta m = meta(key, NULL);
             cdn_store_put(s, &m, key, strlen(key), NULL, NULL);
         }
         cdn_store_flush(s);
-        struct cdn_store_lease *l;
-        if (cdn_store_lookup(s, "http://a.test/k/1", 17, &l) != 0)
-            _exit(1);
-        struct cdn_store_put *p = cdn_store_put_begin(s);
-        static uint8_t junk[3 * 4096];
-        cdn_store_put_write(p, junk, sizeof(junk));
-        cdn_store_flush(s);
+        if (more != NULL)
+            more(s);
         raise(SIGKILL);
         _exit(1);
     }
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+/* Dies holding a lease and half a streamed put. */
+static void
+hold_lease_and_half_put(struct cdn_store *s)
+{
+    struct cdn_store_lease *l;
+    if (cdn_store_lookup(s, "http://a.test/k/1", 17, &l) != 0)
+        _exit(1);
+    struct cdn_store_put *p = cdn_store_put_begin(s);
+    static uint8_t junk[3 * 4096];
+    cdn_store_put_write(p, junk, sizeof(junk));
+    cdn_store_flush(s);
+}
+
+static void
+test_sigkill_recovery(void **state)
+{
+    struct fx *f = *state;
+    f->o.chunk_size = 4096;
+    commit_then_die(f, "http://a.test/k/", 100, hold_lease_and_half_put);
     struct cdn_store *s = open_fx(f);
     struct cdn_store_stats st = stats(s);
     assert_int_equal(st.objects, 100);
@@ -1272,24 +1289,7 @@ test_writemap(void **state)
     f->s = NULL;
 
     f->o.writemap = true;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        if (cdn_store_open(&f->o, &s) != 0)
-            _exit(1);
-        for (int i = 0; i < 10; i++) {
-            char key[64];
-            snprintf(key, sizeof(key), "http://a.test/w/%d", i);
-            struct cdn_store_meta mk = meta(key, NULL);
-            cdn_store_put(s, &mk, key, strlen(key), NULL, NULL);
-        }
-        cdn_store_flush(s);
-        raise(SIGKILL);
-        _exit(1);
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    commit_then_die(f, "http://a.test/w/", 10, NULL);
     assert_true(marked(f));
     f->o.writemap = false;
     s = open_fx(f);
