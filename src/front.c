@@ -156,9 +156,10 @@ is_loopback(const struct sockaddr *sa)
  * whole, in one send, uses `name`; otherwise (NULL) the congestion control the kernel gave it.
  * The kernel's default here is BBR, which paces: it releases a 256 KiB response in bursts timed
  * by a per-socket timer, and on a virtual machine each timer costs the sending CPU. Loss-based
- * reno sends it at once. Paired runs (bench/ab.sh, 64 loopback clients): 256 KiB HITs +35 %
- * (better in 15 of 16 pairs); 4 MiB HITs, whose 64 KiB buffer refills as the client reads,
- * were 11 % slower with reno (0 of 12), so those keep the kernel's.
+ * reno sends it at once. Paired runs (bench/ab.sh, 64 loopback clients): 256 KiB HITs +59 %
+ * with this switch (better in 14 of 16 pairs); 4 MiB HITs, whose 64 KiB buffer refills as the
+ * client reads, were 11 % slower with reno (0 of 12), so those keep the kernel's. It happens only
+ * where a fixed send buffer is set: under autotuning (a send buffer of 0) no size goes out whole.
  */
 static void
 set_congestion(struct conn_slot *s, const char *name)
