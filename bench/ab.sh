@@ -54,10 +54,9 @@ build=build-bench
 }
 loadgen=$root/$build/bench/loadgen
 
-workroot=/tmp
-[ -d /dev/shm ] && [ -w /dev/shm ] && workroot=/dev/shm
-tmp=$(mktemp -d "$workroot/cdnode-ab.XXXXXX")
-chmod 755 "$tmp"
+# shellcheck source=bench/common.sh
+. bench/common.sh
+tmp=$(work_dir cdnode-ab)
 started=()
 cleanup() {
     for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -65,8 +64,6 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-# shellcheck source=bench/common.sh
-. bench/common.sh
 origin_start "$tmp/origin" "$(free_port)"
 started+=($origin_pid)
 wait_http "$origin/obj/1k.bin"

@@ -32,6 +32,19 @@ CONF
     for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $1/tmp;"; done
 }
 
+# work_dir PREFIX: a new private directory for caches and logs, on tmpfs when /dev/shm has room
+# (8 GiB free: each cdnode reserves its 2 GB store there, cache_writemap), else under /tmp, so no
+# proxy waits on a disk and the comparison is of CPU work on one core.
+work_dir() {
+    local root=/tmp
+    [ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $4}')" -gt $((8 * 1024 * 1024)) ] \
+        2>/dev/null && root=/dev/shm
+    local d
+    d=$(mktemp -d "$root/$1.XXXXXX")
+    chmod 755 "$d"
+    echo "$d"
+}
+
 # cdnode_conf PORT ORIGIN DIR ADMIN_PORT: the node's configuration in both scripts (bench/README.md,
 # "cdnode"): one worker, a 2 GB store under DIR written through the writable map, no access log.
 cdnode_conf() {

@@ -66,15 +66,10 @@ out=$root/bench/results/$stamp
 mkdir -p "$out/logs"
 raw=$out/raw.txt
 : >"$raw"
-# Everything the proxies write (caches, Varnish's shared memory log, logs) goes to tmpfs when it
-# has room, so no proxy waits on a disk: the comparison is of CPU work on one core.
-workroot=/tmp
-[ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $4}')" -gt $((8 * 1024 * 1024)) ] 2>/dev/null &&
-    workroot=/dev/shm
-tmp=$(mktemp -d "$workroot/cdnode-bench.XXXXXX")
-chmod 755 "$tmp"
 # shellcheck source=bench/common.sh
 . bench/common.sh
+# Everything the proxies write (caches, Varnish's shared memory log, logs) goes there.
+tmp=$(work_dir cdnode-bench)
 origin_port=$(free_port)
 declare -A port pid
 for p in cdnode nginx varnish ats; do port[$p]=$(free_port); done
@@ -378,7 +373,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "varnish=$(varnishd -V 2>&1 | head -1 | sed 's/.*(varnish-\([^ ]*\).*/\1/')"
     echo "ats=$(traffic_server --version 2>&1 | awk -F' - ' '/^Apache Traffic Server/ {print $3; exit}')"
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
-    echo "workdir=$workroot"
+    echo "workdir=$(dirname "$tmp")"
     echo "reps=$reps"
     echo "duration_s=$dur"
     echo "connections=$conns"
