@@ -46,8 +46,11 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -71,6 +74,9 @@
  * other writes wait behind a large purge, which resumes in the next group. */
 #define PURGE_TXN_MAX 4096
 #define GROUP_MAX_BYTES (32u << 20)
+/* cache_writemap: bytes kept mapped past the store's last page, and mapped per call. */
+#define PREFAULT_LEAD (4u << 20)
+#define PREFAULT_STEP (1u << 20)
 
 _Static_assert(KEY_LEN == HASH_LEN + 8, "meta key = hash + variant");
 
@@ -381,6 +387,10 @@ struct cdn_store {
     char *dir;
     bool sync, writemap;
     int mark_fd; /* writemap: the locked marker */
+    uint8_t *map_base; /* writemap: the map, while pages are faulted in ahead (else NULL) */
+    size_t map_bytes;  /* ... its length */
+    size_t prefaulted; /* ... bytes from its start known mapped (writer thread only) */
+    size_t page_bytes; /* LMDB's page size */
     uint64_t ticks;
     uint32_t chunk_size;
     uint64_t max_object;
@@ -1034,7 +1044,97 @@ apply(struct cdn_store *s, MDB_txn *t, struct op *op)
     return 0;
 }
 
-/* Applies ops [first, stop) in one write transaction; returns 0 or the LMDB error. */
+/*
+ * Pages faulted in ahead of the store's growth (cache_writemap).
+ *
+ * With the writable map a commit writes straight into the file's pages, so the first write to
+ * each page the store grows into is a page fault, taken by the writer mid-commit. Where page
+ * tables are shadowed by a hypervisor, a fault is expensive: 11-15 us a page on the VM this was
+ * measured on, and a store filling with 1 KiB objects grows by a page every second miss (the
+ * writer's minor faults per miss: 0.51). madvise(MADV_POPULATE_WRITE) maps a run of pages in one
+ * call, for 0.4-0.8 us a page once the host backs the memory, so after each commit the writer keeps
+ * PREFAULT_LEAD bytes mapped past the last page LMDB has used, a step at a time. Measured the same
+ * way: 0.025 faults per miss, and 2-3 us less of the writer's CPU time per miss. Only page tables
+ * change, never a page's content, and the pages are the file's own, already reserved by
+ * reserve_map(). Anything unexpected (no /proc, a kernel before 5.14) leaves the pages to fault in
+ * as before.
+ */
+
+/* Where LMDB mapped the data file: the mapping of fd's inode that is len bytes long. */
+static uint8_t *
+find_map(int fd, size_t len)
+{
+    struct stat st;
+    FILE *f;
+    if (fstat(fd, &st) != 0 || (f = fopen("/proc/self/maps", "r")) == NULL)
+        return NULL;
+    uint8_t *found = NULL;
+    char line[4096 + 128];
+    while (found == NULL && fgets(line, sizeof(line), f) != NULL) {
+        unsigned long lo, hi, off, ino;
+        unsigned maj, mnr;
+        if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 &&
+            off == 0 && hi - lo == len && ino == (unsigned long)st.st_ino &&
+            maj == major(st.st_dev) && mnr == minor(st.st_dev))
+            found = (uint8_t *)(uintptr_t)lo;
+    }
+    fclose(f);
+    return found;
+}
+
+static void
+prefault_start(struct cdn_store *s)
+{
+#ifdef MADV_POPULATE_WRITE
+    int fd = -1;
+    MDB_envinfo info;
+    MDB_stat st;
+    if (mdb_env_get_fd(s->env, &fd) != 0 || mdb_env_info(s->env, &info) != 0 ||
+        mdb_env_stat(s->env, &st) != 0)
+        return;
+    s->map_base = find_map(fd, info.me_mapsize);
+    s->map_bytes = info.me_mapsize;
+    s->page_bytes = st.ms_psize;
+    s->prefaulted = 0;
+    if (s->map_base == NULL)
+        cdn_info("store: %s: pages are not mapped ahead (the map was not found in "
+                 "/proc/self/maps)",
+                 s->dir);
+#else
+    (void)s;
+#endif
+}
+
+/* After a commit: keeps PREFAULT_LEAD bytes past the last used page mapped. */
+static void
+prefault_ahead(struct cdn_store *s)
+{
+#ifdef MADV_POPULATE_WRITE
+    MDB_envinfo info;
+    if (s->map_base == NULL || mdb_env_info(s->env, &info) != 0)
+        return;
+    size_t end = ((size_t)info.me_last_pgno + 1) * s->page_bytes;
+    if (s->prefaulted < end)
+        s->prefaulted = end; /* LMDB's own writes mapped those */
+    while (s->prefaulted < s->map_bytes && s->prefaulted < end + PREFAULT_LEAD) {
+        size_t len = s->map_bytes - s->prefaulted;
+        if (len > PREFAULT_STEP)
+            len = PREFAULT_STEP;
+        if (madvise(s->map_base + s->prefaulted, len, MADV_POPULATE_WRITE) != 0) {
+            if (errno == EINTR)
+                continue;
+            cdn_info("store: %s: pages are no longer mapped ahead (madvise: %s)", s->dir,
+                     strerror(errno));
+            s->map_base = NULL;
+            return;
+        }
+        s->prefaulted += len;
+    }
+#else
+    (void)s;
+#endif
+}
+
 /* Commits a write transaction and publishes what it changed (page count, counters). */
 static int
 commit_txn(struct cdn_store *s, MDB_txn *t)
@@ -1046,9 +1146,11 @@ commit_txn(struct cdn_store *s, MDB_txn *t)
     atomic_fetch_add(&s->c_wtxns, 1);
     atomic_store(&s->used_pages, used);
     apply_effects(s);
+    prefault_ahead(s);
     return 0;
 }
 
+/* Applies ops [first, stop) in one write transaction; returns 0 or the LMDB error. */
 static int
 run_txn(struct cdn_store *s, struct op *first, struct op *stop)
 {
@@ -1625,6 +1727,10 @@ cdn_store_open(const struct cdn_store_opts *o, struct cdn_store **out)
         free(s->dir);
         free(s);
         return CDN_EIO;
+    }
+    if (s->writemap && !o->no_prefault) {
+        prefault_start(s);
+        prefault_ahead(s);
     }
     rc = pthread_create(&s->writer, NULL, writer_main, s);
     CDN_ASSERT(rc == 0);

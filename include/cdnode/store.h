@@ -47,6 +47,7 @@ struct cdn_store_opts {
     unsigned evict_batch;     /* deletes per eviction transaction. 0: 100 */
     bool sync;                /* fsync every commit (no MDB_NOSYNC); purges are always synced */
     bool writemap;            /* MDB_WRITEMAP: see cdn_store_open */
+    bool no_prefault;         /* writemap: let pages fault in as the store grows (tests) */
 };
 
 /* The soft-purge flag: the object may only be served after revalidation. */

@@ -839,7 +839,7 @@ test_eviction_watermark(void **state)
         snprintf(key, sizeof(key), "http://a.test/exp/%d", i);
         struct cdn_store_meta m = meta(key, NULL);
         m.expires_at = now - 10;
-        assert_int_equal(put_sync(s, &m, body, 3000), 0);
+        assert_int_equal(put_sync(s, &m, body, 8000), 0);
     }
     int last = 0;
     for (int i = 0; i < 600; i++) {
@@ -1302,6 +1302,86 @@ test_writemap(void **state)
     free(big);
 }
 
+/* Pages of [from, from + len) of this process's address space that have a page table entry. */
+static size_t
+mapped_pages(const uint8_t *from, size_t len)
+{
+    long psize = sysconf(_SC_PAGESIZE);
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    assert_true(fd >= 0);
+    size_t n = 0;
+    for (size_t off = 0; off < len; off += (size_t)psize) {
+        uint64_t e = 0;
+        off_t at = (off_t)(((uintptr_t)from + off) / (uintptr_t)psize * sizeof(e));
+        assert_int_equal(pread(fd, &e, sizeof(e), at), (ssize_t)sizeof(e));
+        n += (e >> 63) & 1; /* present */
+    }
+    close(fd);
+    return n;
+}
+
+/* Fills a writable-map store, then counts the mapped pages just past LMDB's last used one. */
+static size_t
+mapped_past_end(struct fx *f)
+{
+    struct cdn_store *s = open_fx(f);
+    char key[64];
+    uint8_t *body = pattern(8000, 5);
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "http://a.test/p/%d", i);
+        struct cdn_store_meta m = meta(key, NULL);
+        assert_int_equal(put_sync(s, &m, body, 8000), 0);
+    }
+    free(body);
+    assert_int_equal(cdn_store_flush(s), 0);
+    MDB_envinfo info;
+    MDB_stat st;
+    assert_int_equal(mdb_env_info(s->env, &info), 0);
+    assert_int_equal(mdb_env_stat(s->env, &st), 0);
+    size_t end = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+    assert_true(end > (1u << 20)); /* the store grew well past its first pages */
+    int fd = -1;
+    assert_int_equal(mdb_env_get_fd(s->env, &fd), 0);
+    uint8_t *base = find_map(fd, info.me_mapsize);
+    assert_non_null(base);
+    size_t n = mapped_pages(base + end, PREFAULT_LEAD);
+    cdn_store_close(f->s);
+    f->s = NULL;
+    return n;
+}
+
+/* cache_writemap: the writer maps pages ahead of the store's growth, so that commits do not
+ * fault them in one at a time; without that only what LMDB touched is mapped. */
+static void
+test_writemap_prefault(void **state)
+{
+#ifdef MADV_POPULATE_WRITE
+    long psize = sysconf(_SC_PAGESIZE);
+    void *probe =
+        mmap(NULL, (size_t)psize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(probe != MAP_FAILED);
+    int supported = madvise(probe, (size_t)psize, MADV_POPULATE_WRITE);
+    munmap(probe, (size_t)psize);
+    if (supported != 0)
+        skip(); /* a kernel before 5.14 */
+    struct fx *f = *state;
+    size_t lead = PREFAULT_LEAD / (size_t)psize;
+    f->o.writemap = true;
+    f->o.no_prefault = true;
+    size_t lazy = mapped_past_end(f);
+    assert_true(lazy < lead / 4);
+    /* A second directory, so that the page cache holds nothing of the first. */
+    char *slash = strrchr(f->dir, '/');
+    strcpy(slash, "/env2");
+    f->o.no_prefault = false;
+    size_t ahead = mapped_past_end(f);
+    assert_int_equal(ahead, lead);
+#else
+    (void)state;
+    skip();
+#endif
+}
+
 static void
 test_readers_full(void **state)
 {
@@ -1476,6 +1556,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writemap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writemap_prefault, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_tag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_purge_split, setup, teardown),
