@@ -185,16 +185,15 @@ rec_seal(uint8_t *r, size_t len)
 }
 
 static void
-rec_set_body(uint8_t *r, size_t len, uint64_t body_id, uint64_t body_size, uint32_t chunk_size)
+rec_set_body(uint8_t *r, uint64_t body_id, uint64_t body_size, uint32_t chunk_size)
 {
     le32_put(r + 20, chunk_size);
     le32_put(r + 24, chunks_for(body_size, chunk_size));
     le64_put(r + 72, body_id);
     le64_put(r + 80, body_size);
-    rec_seal(r, len);
 }
 
-/* A sealed record for m (malloc'd), or NULL with *err set when m is unusable. */
+/* A record for m (malloc'd, not sealed yet), or NULL with *err set when m is unusable. */
 static uint8_t *
 rec_build(const struct cdn_store_meta *m, uint64_t body_id, uint64_t body_size, uint32_t chunk_size,
           size_t *len, int *err)
@@ -235,19 +234,20 @@ rec_build(const struct cdn_store_meta *m, uint64_t body_id, uint64_t body_size, 
     if (m->tags_len)
         memcpy(p, m->tags, m->tags_len);
     *len = (size_t)total;
-    rec_set_body(r, *len, body_id, body_size, chunk_size);
+    rec_set_body(r, body_id, body_size, chunk_size);
     return r;
 }
 
-/* Validates a stored record completely; 0 with *out filled, or CDN_ECORRUPT. */
+/*
+ * Reads a record's fields, checking everything but the checksum; 0 with *out filled, or
+ * CDN_ECORRUPT. Only for records this process built (rec_build): a stored one needs rec_parse.
+ */
 static int
-rec_parse(const void *data, size_t len, struct rec *out)
+rec_unpack(const void *data, size_t len, struct rec *out)
 {
     const uint8_t *r = data;
     if (len < REC_HDR || le32_get(r) != REC_MAGIC || le16_get(r + 4) != REC_VERSION ||
         le16_get(r + 6) != REC_HDR)
-        return CDN_ECORRUPT;
-    if (le32_get(r + 8) != (uint32_t)crc32(0, r + 12, (uInt)(len - 12)))
         return CDN_ECORRUPT;
     uint32_t klen = le32_get(r + 28), vlen = le32_get(r + 32), hlen = le32_get(r + 36),
              tlen = le32_get(r + 40);
@@ -280,6 +280,16 @@ rec_parse(const void *data, size_t len, struct rec *out)
     out->m.tags = p;
     out->m.tags_len = tlen;
     return 0;
+}
+
+/* Validates a stored record completely; 0 with *out filled, or CDN_ECORRUPT. */
+static int
+rec_parse(const void *data, size_t len, struct rec *out)
+{
+    const uint8_t *r = data;
+    if (len < REC_HDR || le32_get(r + 8) != (uint32_t)crc32(0, r + 12, (uInt)(len - 12)))
+        return CDN_ECORRUPT;
+    return rec_unpack(data, len, out);
 }
 
 static bool
@@ -806,7 +816,7 @@ apply_commit(struct cdn_store *s, MDB_txn *t, struct op *op)
     if (rc != 0)
         return rc;
     struct rec r;
-    CDN_ASSERT(rec_parse(op->data, op->len, &r) == 0);
+    CDN_ASSERT(rec_unpack(op->data, op->len, &r) == 0);
     add_effect(s, EFF_PUT, op->mkey, &r, op->len);
     s->pend.puts++;
     op->result = 0;
@@ -822,7 +832,7 @@ apply_update(struct cdn_store *s, MDB_txn *t, struct op *op)
     if (rc != 0)
         return rc == MDB_NOTFOUND ? 0 : rc;
     struct rec old, nw;
-    CDN_ASSERT(rec_parse(op->data, op->len, &nw) == 0);
+    CDN_ASSERT(rec_unpack(op->data, op->len, &nw) == 0);
     if (rec_parse(v.mv_data, v.mv_size, &old) != 0) {
         struct rec gone;
         return del_record(s, t, op->mkey, &gone);
@@ -830,13 +840,14 @@ apply_update(struct cdn_store *s, MDB_txn *t, struct op *op)
     if (!same_bytes(old.m.key, old.m.key_len, nw.m.key, nw.m.key_len) ||
         !same_bytes(old.m.vary, old.m.vary_len, nw.m.vary, nw.m.vary_len))
         return 0;
-    rec_set_body(op->data, op->len, old.body_id, old.m.body_size, old.chunk_size);
+    rec_set_body(op->data, old.body_id, old.m.body_size, old.chunk_size);
+    rec_seal(op->data, op->len);
     v.mv_size = op->len;
     v.mv_data = op->data;
     rc = mdb_put(t, s->meta, &k, &v, 0);
     if (rc != 0)
         return rc;
-    CDN_ASSERT(rec_parse(op->data, op->len, &nw) == 0);
+    CDN_ASSERT(rec_unpack(op->data, op->len, &nw) == 0);
     add_effect(s, EFF_PUT, op->mkey, &nw, op->len);
     s->pend.updates++;
     op->result = 0;
@@ -972,7 +983,7 @@ apply_purge(struct cdn_store *s, MDB_txn *t, struct op *op)
         MDB_val nv = {len, copy};
         rc = mdb_put(t, s->meta, &kk, &nv, 0);
         if (rc == 0) {
-            CDN_ASSERT(rec_parse(copy, len, &r) == 0);
+            CDN_ASSERT(rec_unpack(copy, len, &r) == 0);
             add_effect(s, EFF_PUT, mk, &r, len);
             s->pend.soft_purges++;
             affected++;
@@ -2112,6 +2123,7 @@ cdn_store_put_commit(struct cdn_store_put *p, const struct cdn_store_meta *m,
         int none = 0;
         atomic_compare_exchange_strong(&p->err, &none, err);
     } else {
+        rec_seal(op->data, op->len);
         meta_key(m->key, m->key_len, m->vary, m->vary_len, op->mkey);
     }
     submit(s, op);

@@ -693,6 +693,7 @@ test_corrupt_record(void **state)
     int err;
     struct cdn_store_meta m = meta(key, NULL);
     uint8_t *rec = rec_build(&m, 77, 4, 4096, &len, &err);
+    rec_seal(rec, len);
     rec[REC_HDR + 3] ^= 1;
     raw_put(s, s->meta, mk, KEY_LEN, rec, len);
     assert_false(present(s, key));
