@@ -840,7 +840,7 @@ test_eviction_watermark(void **state)
         snprintf(key, sizeof(key), "http://a.test/exp/%d", i);
         struct cdn_store_meta m = meta(key, NULL);
         m.expires_at = now - 10;
-        assert_int_equal(put_sync(s, &m, body, 8000), 0);
+        assert_int_equal(put_sync(s, &m, body, 3000), 0);
     }
     int last = 0;
     for (int i = 0; i < 600; i++) {
