@@ -581,6 +581,25 @@ queue_text(struct req *r, int status, const char *reason, bool close)
     return ret;
 }
 
+/* Dotted quad into out (16 bytes): inet_ntop formats through printf, about 1,700 instructions
+ * a call, and every forwarded request names its client in X-Forwarded-For. */
+static void
+fmt_ipv4(const struct in_addr *in, char *out)
+{
+    const uint8_t *a = (const uint8_t *)&in->s_addr; /* network order: first octet first */
+    for (int i = 0; i < 4; i++) {
+        if (i > 0)
+            *out++ = '.';
+        unsigned v = a[i];
+        if (v >= 100)
+            *out++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+    }
+    *out = '\0';
+}
+
 static const char *
 peer_address(struct req *r)
 {
@@ -590,7 +609,7 @@ peer_address(struct req *r)
     if (ci && ci->client_addr) {
         const struct sockaddr *sa = ci->client_addr;
         if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, sizeof(buf));
+            fmt_ipv4(&((const struct sockaddr_in *)sa)->sin_addr, buf);
         else if (sa->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, sizeof(buf));
     }
