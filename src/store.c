@@ -1071,7 +1071,11 @@ apply(struct cdn_store *s, MDB_txn *t, struct op *op)
  * as before.
  */
 
-/* Where LMDB mapped the data file: the mapping of fd's inode that is len bytes long. */
+/*
+ * Where LMDB mapped the data file: the mapping of fd's inode that is len bytes long. Some file
+ * systems (btrfs subvolumes) give stat() another device number than the one the mapping shows;
+ * then a single mapping of that inode and length is taken.
+ */
 static uint8_t *
 find_map(int fd, size_t len)
 {
@@ -1079,18 +1083,29 @@ find_map(int fd, size_t len)
     FILE *f;
     if (fstat(fd, &st) != 0 || (f = fopen("/proc/self/maps", "r")) == NULL)
         return NULL;
-    uint8_t *found = NULL;
-    char line[4096 + 128];
-    while (found == NULL && fgets(line, sizeof(line), f) != NULL) {
+    uint8_t *exact = NULL, *other = NULL;
+    unsigned others = 0;
+    char line[512];
+    bool continued = false; /* the rest of a line longer than the buffer (a long path) */
+    while (exact == NULL && fgets(line, sizeof(line), f) != NULL) {
+        bool partial = strchr(line, '\n') == NULL;
+        bool skip = continued;
+        continued = partial;
         unsigned long lo, hi, off, ino;
         unsigned maj, mnr;
-        if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 &&
-            off == 0 && hi - lo == len && ino == (unsigned long)st.st_ino &&
-            maj == major(st.st_dev) && mnr == minor(st.st_dev))
-            found = (uint8_t *)(uintptr_t)lo;
+        if (skip ||
+            sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) != 6 ||
+            off != 0 || hi - lo != len || ino != (unsigned long)st.st_ino)
+            continue;
+        if (maj == major(st.st_dev) && mnr == minor(st.st_dev)) {
+            exact = (uint8_t *)(uintptr_t)lo;
+        } else {
+            other = (uint8_t *)(uintptr_t)lo;
+            others++;
+        }
     }
     fclose(f);
-    return found;
+    return exact ? exact : others == 1 ? other : NULL;
 }
 
 static void

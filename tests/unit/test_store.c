@@ -1383,6 +1383,39 @@ test_writemap_prefault(void **state)
 #endif
 }
 
+/* find_map() reads /proc/self/maps: the mapping of a file by inode and length, also when the
+ * file's path makes its line longer than the read buffer. */
+static void
+test_find_map(void **state)
+{
+    struct fx *f = *state;
+    char path[1024];
+    strcpy(path, f->dir);
+    *strrchr(path, '/') = '\0'; /* the fixture's temporary directory: removed with it */
+    for (int level = 0; level < 3; level++) {
+        char *slash = path + strlen(path);
+        *slash = '/';
+        memset(slash + 1, 'd' + level, 200);
+        slash[201] = '\0';
+        assert_int_equal(mkdir(path, 0700), 0);
+    }
+    strcat(path, "/file");
+    assert_true(strlen(path) > 600);
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    size_t len = 259 * 4096, shorter = 3 * 4096;
+    assert_int_equal(ftruncate(fd, (off_t)len), 0);
+    void *a = mmap(NULL, shorter, PROT_READ, MAP_SHARED, fd, 0);
+    void *b = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(a != MAP_FAILED && b != MAP_FAILED);
+    assert_ptr_equal(find_map(fd, len), b);
+    assert_ptr_equal(find_map(fd, shorter), a);
+    assert_null(find_map(fd, len + 4096));
+    munmap(a, shorter);
+    munmap(b, len);
+    close(fd);
+}
+
 static void
 test_readers_full(void **state)
 {
@@ -1558,6 +1591,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_sigkill_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writemap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writemap_prefault, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_find_map, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_tag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_purge_split, setup, teardown),
