@@ -398,7 +398,6 @@ struct cdn_store {
     bool sync, writemap;
     int mark_fd; /* writemap: the locked marker */
     uint8_t *map_base; /* writemap: the map, while pages are faulted in ahead (else NULL) */
-    size_t map_bytes;  /* ... its length */
     size_t prefaulted; /* ... bytes from its start known mapped (writer thread only) */
     size_t page_bytes; /* LMDB's page size */
     uint64_t ticks;
@@ -1119,9 +1118,7 @@ prefault_start(struct cdn_store *s)
         mdb_env_stat(s->env, &st) != 0)
         return;
     s->map_base = find_map(fd, info.me_mapsize);
-    s->map_bytes = info.me_mapsize;
     s->page_bytes = st.ms_psize;
-    s->prefaulted = 0;
     if (s->map_base == NULL)
         cdn_info("store: %s: pages are not mapped ahead (the map was not found in "
                  "/proc/self/maps)",
@@ -1142,8 +1139,8 @@ prefault_ahead(struct cdn_store *s)
     size_t end = ((size_t)info.me_last_pgno + 1) * s->page_bytes;
     if (s->prefaulted < end)
         s->prefaulted = end; /* LMDB's own writes mapped those */
-    while (s->prefaulted < s->map_bytes && s->prefaulted < end + PREFAULT_LEAD) {
-        size_t len = s->map_bytes - s->prefaulted;
+    while (s->prefaulted < info.me_mapsize && s->prefaulted < end + PREFAULT_LEAD) {
+        size_t len = info.me_mapsize - s->prefaulted;
         if (len > PREFAULT_STEP)
             len = PREFAULT_STEP;
         if (madvise(s->map_base + s->prefaulted, len, MADV_POPULATE_WRITE) != 0) {
