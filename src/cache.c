@@ -229,11 +229,12 @@ struct sink {
 
 /* When the stored response stops being fresh, as an eviction hint. */
 static int64_t
-expires_at(struct sink *s, int status, const struct cdn_hdrs *h, int64_t response_time)
+expires_at(struct sink *s, int status, const struct cdn_hdrs *h, const struct cdn_cc *cc,
+           bool targeted, int64_t response_time)
 {
     struct cdn_freshness fr;
     struct cdn_age age;
-    cdn_freshness_lifetime(status, h, response_time, &s->c->popts, &fr);
+    cdn_freshness_lifetime_cc(status, h, response_time, &s->c->popts, cc, targeted, &fr);
     cdn_age_compute(h, s->request_time, response_time, response_time, &age);
     return response_time + fr.lifetime - age.corrected_initial_age;
 }
@@ -268,8 +269,9 @@ freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
     if (!cdn_304_matches(&s->stored, resp304))
         return false;
     struct cdn_hdrs merged;
+    struct cdn_cc cc;
     cdn_hdrs_init(&merged, s->arena);
-    cdn_merge_304(&s->stored, resp304, &s->c->popts, &merged);
+    bool targeted = cdn_merge_304(&s->stored, resp304, &s->c->popts, &merged, &cc);
     struct cdn_store_meta m = {
         .key = s->key,
         .key_len = s->klen,
@@ -281,7 +283,7 @@ freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
     };
     m.headers = cdn_hdrblock_encode(&merged, s->arena, &m.headers_len);
     set_tags(s, &merged, &m);
-    m.expires_at = expires_at(s, s->stored_status, &merged, now);
+    m.expires_at = expires_at(s, s->stored_status, &merged, &cc, targeted, now);
     /* The readers' head waits for this update, so their next request finds it freshened. */
     s->updating = true;
     cdn_fetch_ref(f);
@@ -406,7 +408,10 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
     CDN_CHECK_MAGIC(s, SINK_MAGIC);
     if (s->reval && status == 304)
         return freshen(s, f, resp) ? CDN_SINK_HOLD_HEAD : CDN_SINK_SKIP;
-    enum cdn_store_verdict v = cdn_storable(s->method, &s->req, status, resp, &s->c->popts);
+    struct cdn_cc cc;
+    bool targeted = cdn_response_cc(resp, &s->c->popts, &cc);
+    enum cdn_store_verdict v =
+        cdn_storable_cc(s->method, &s->req, status, resp, &s->c->popts, &cc, targeted);
     if (v != CDN_STORE_OK ||
         (content_length >= 0 && (uint64_t)content_length > s->c->cfg->max_object_size)) {
         if (s->reval && status < 500) /* the stored copy is outdated and not replaced */
@@ -420,10 +425,9 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
     for (size_t i = 0; i < resp->n; i++)
         cdn_hdrs_add_copy(kept, resp->v[i].name, resp->v[i].nlen, resp->v[i].value,
                           resp->v[i].vlen);
-    cdn_hdrs_remove(kept, CDN_IDENTITY_LENGTH_FIELD); /* ours only: never from upstream */
-    struct cdn_cc cc;
-    cdn_response_cc(kept, &s->c->popts, &cc);
-    cdn_policy_strip_for_store(kept, &cc);
+    /* Ours only, never from upstream; not a directive line, so cc still holds for kept. */
+    cdn_hdrs_remove(kept, CDN_IDENTITY_LENGTH_FIELD);
+    targeted = cdn_policy_strip_keep_cc(kept, &s->c->popts, &cc, targeted);
     enum cdn_coding coding = cdn_content_coding(resp);
     bool compress = s->c->cfg->gzip && coding == CDN_CODING_IDENTITY &&
                     cdn_should_compress(status, resp, content_length, CDN_GZIP_MIN_SIZE,
@@ -476,11 +480,11 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
     m->status = (uint32_t)status;
     m->request_time = s->request_time;
     m->response_time = now;
-    m->expires_at = expires_at(s, status, kept, now);
+    m->expires_at = expires_at(s, status, kept, &cc, targeted, now);
     s->put = cdn_store_put_begin(s->c->store);
     if (content_length > 0)
         cdn_store_put_expect(s->put, (uint64_t)content_length);
-    return CDN_SINK_BODY;
+    return compress || gzipped ? CDN_SINK_BODY_GZIP : CDN_SINK_BODY;
 }
 
 static void

@@ -55,10 +55,11 @@ struct cdn_fetch {
     bool head_held;     /* head recorded but not published until cdn_fetch_stored() */
     bool store_acked;   /* cdn_fetch_stored() came before the head was even recorded */
     bool followers_released; /* followers stop waiting for the head */
-    /* sink (producer thread only, except `storing`, published with the head) */
+    /* sink (producer thread only, except `storing` and `stored_gzip`, published with the head) */
     struct cdn_fetch_sink sink;
     bool has_sink;
     bool storing;
+    bool stored_gzip;
     bool sink_ended;
     bool sink_blocked;
     /* settle hook */
@@ -143,6 +144,12 @@ bool
 cdn_fetch_storing(const struct cdn_fetch *f)
 {
     return f->storing;
+}
+
+bool
+cdn_fetch_stored_gzip(const struct cdn_fetch *f)
+{
+    return f->stored_gzip;
 }
 
 /* Producer thread, without the mutex: the sink's end, exactly once. */
@@ -664,10 +671,11 @@ cdn_fetch_publish(struct cdn_fetch *f, int status, const struct cdn_hdrs *hdrs,
 {
     enum cdn_sink_take take =
         f->has_sink ? f->sink.head(f->sink.arg, f, status, hdrs, content_length) : CDN_SINK_SKIP;
-    bool storing = take == CDN_SINK_BODY;
+    bool storing = take == CDN_SINK_BODY || take == CDN_SINK_BODY_GZIP;
     pthread_mutex_lock(&f->mu);
     CDN_ASSERT(f->state == CDN_FETCH_PENDING);
     f->storing = storing;
+    f->stored_gzip = take == CDN_SINK_BODY_GZIP;
     f->status = status;
     f->resp = *hdrs;
     f->content_length = content_length;

@@ -900,8 +900,8 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
     st.hdrs = h;
     st.request_time = request_time;
     st.response_time = response_time;
-    /* A plain HIT reuses what cdn_decide() computed for this request a moment ago; fields
-     * freshened by a 304, or a stale copy served after an upstream wait, are aged now. */
+    /* A plain HIT reuses what cdn_decide() computed for this request a moment ago, a 304 what
+     * its merge parsed; a stale copy served after an upstream wait is aged now. */
     int64_t current_age, lifetime;
     if (known) {
         current_age = known->age;
@@ -1104,12 +1104,7 @@ queue_forwarded(struct req *r, const char *method)
         if (cdn_name_eq(in->v[i].name, in->v[i].nlen, "Via"))
             cdn_hdrs_add(&out, in->v[i].name, in->v[i].nlen, in->v[i].value, in->v[i].vlen);
     /* The stored copy will be gzip and negotiated on Accept-Encoding: say so from the start. */
-    enum cdn_coding coding = cdn_content_coding(in);
-    if (stored &&
-        (coding == CDN_CODING_GZIP ||
-         (fe->cfg->gzip && cdn_should_compress(status, in, cl, CDN_GZIP_MIN_SIZE, cdn_gzip_default_types,
-                                               cdn_gzip_default_ntypes))) &&
-        !cdn_vary_lists(in, "Accept-Encoding"))
+    if (cdn_fetch_stored_gzip(f) && !cdn_vary_lists(in, "Accept-Encoding"))
         cdn_hdrs_add_str(&out, "Vary", "Accept-Encoding");
     static const char *const skip[] = {"Surrogate-Key", "Cache-Tag", CDN_IDENTITY_LENGTH_FIELD,
                                        NULL};
@@ -1309,16 +1304,25 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
         const char *id = fe->cfg->cdn_id;
         if (!failed && status == 304) {
             /* Our revalidation came back 304: serve the stored body with freshened fields. */
+            const struct cdn_policy_opts *po = cdn_cache_policy(fe->cache);
             struct cdn_hdrs merged;
+            struct cdn_cc cc;
             cdn_hdrs_init(&merged, r->arena);
-            cdn_merge_304(&r->hit.hdrs, cdn_fetch_resp_headers(r->fetch),
-                          cdn_cache_policy(fe->cache), &merged);
+            bool targeted =
+                cdn_merge_304(&r->hit.hdrs, cdn_fetch_resp_headers(r->fetch), po, &merged, &cc);
             atomic_fetch_add(&fe->n_revalidated, 1);
             r->outcome = "revalidated";
+            /* Aged here with the directives the merge parsed (queue_hit would parse them again). */
+            int64_t now = cdn_wall_s();
+            struct cdn_freshness fr;
+            struct cdn_age age;
+            cdn_freshness_lifetime_cc(r->hit.st.status, &merged, now, po, &cc, targeted, &fr);
+            cdn_age_compute(&merged, r->origin_start_wall, now, now, &age);
+            struct cdn_decide_out known = {.age = age.current_age, .lifetime = fr.lifetime};
             return queue_hit(
                 r, method, &merged,
                 cdn_arena_cat(r->arena, id, "; fwd=", r->fwd, "; fwd-status=304", NULL),
-                r->origin_start_wall, cdn_wall_s(), NULL);
+                r->origin_start_wall, now, &known);
         }
         int64_t now = cdn_wall_s();
         if ((failed || cdn_status_is_stale_error(status)) &&

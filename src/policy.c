@@ -128,35 +128,44 @@ enum cdn_store_verdict
 cdn_storable(const char *method, const struct cdn_hdrs *req, int status,
              const struct cdn_hdrs *resp, const struct cdn_policy_opts *o)
 {
+    struct cdn_cc cc;
+    bool targeted = cdn_response_cc(resp, o, &cc);
+    return cdn_storable_cc(method, req, status, resp, o, &cc, targeted);
+}
+
+enum cdn_store_verdict
+cdn_storable_cc(const char *method, const struct cdn_hdrs *req, int status,
+                const struct cdn_hdrs *resp, const struct cdn_policy_opts *o,
+                const struct cdn_cc *cc, bool targeted)
+{
     if (method == NULL || strcmp(method, "GET") != 0)
         return CDN_NOSTORE_METHOD;
     if (status < 200 || status > 599 || status == 206 || status == 304)
         return CDN_NOSTORE_STATUS;
-    struct cdn_cc rq, cc;
+    struct cdn_cc rq;
     cdn_cc_from_hdrs(req, "Cache-Control", &rq);
     if (rq.no_store)
         return CDN_NOSTORE_REQ_NO_STORE;
-    bool targeted = cdn_response_cc(resp, o, &cc);
     bool known = status_known(status);
-    if (cc.must_understand && !known)
+    if (cc->must_understand && !known)
         return CDN_NOSTORE_MUST_UNDERSTAND;
-    if (cc.no_store && !(cc.must_understand && known))
+    if (cc->no_store && !(cc->must_understand && known))
         return CDN_NOSTORE_NO_STORE;
-    if (cc.private_ && cc.private_fields.n == 0)
+    if (cc->private_ && cc->private_fields.n == 0)
         return CDN_NOSTORE_PRIVATE;
     if (cdn_hdrs_get(req, "Authorization") != NULL &&
-        !(cc.public_ || cc.s_maxage >= 0 || cc.must_revalidate))
+        !(cc->public_ || cc->s_maxage >= 0 || cc->must_revalidate))
         return CDN_NOSTORE_AUTHORIZATION;
     if (list_has(resp, "Vary", "*"))
         return CDN_NOSTORE_VARY_STAR;
     /* Set-Cookie named by a qualified private or no-cache is stripped before storing. */
     static const char sc[] = "Set-Cookie";
     if (!o->cache_set_cookie && cdn_hdrs_get(resp, sc) != NULL &&
-        !(cc.public_ || cc.s_maxage >= 0 || (targeted && cc.max_age >= 0)) &&
-        !(cc.private_ && fields_have(&cc.private_fields, sc, sizeof(sc) - 1)) &&
-        !(cc.no_cache && fields_have(&cc.no_cache_fields, sc, sizeof(sc) - 1)))
+        !(cc->public_ || cc->s_maxage >= 0 || (targeted && cc->max_age >= 0)) &&
+        !(cc->private_ && fields_have(&cc->private_fields, sc, sizeof(sc) - 1)) &&
+        !(cc->no_cache && fields_have(&cc->no_cache_fields, sc, sizeof(sc) - 1)))
         return CDN_NOSTORE_SET_COOKIE;
-    bool explicit = cc.public_ || cc.max_age >= 0 || cc.s_maxage >= 0 ||
+    bool explicit = cc->public_ || cc->max_age >= 0 || cc->s_maxage >= 0 ||
                     (!targeted && cdn_hdrs_get(resp, "Expires") != NULL);
     if (!explicit && !cdn_status_heuristic(status))
         return CDN_NOSTORE_NOT_CACHEABLE;
@@ -217,6 +226,27 @@ cdn_policy_strip_for_store(struct cdn_hdrs *resp, const struct cdn_cc *cc)
     return removed;
 }
 
+/* The lines that carry response directives: Cache-Control and the targeted fields. */
+static size_t
+cc_lines(const struct cdn_hdrs *h, const struct cdn_policy_opts *o)
+{
+    size_t n = cdn_hdrs_count(h, "Cache-Control");
+    for (size_t i = 0; i < o->n_targeted; i++)
+        n += cdn_hdrs_count(h, o->targeted[i]);
+    return n;
+}
+
+bool
+cdn_policy_strip_keep_cc(struct cdn_hdrs *resp, const struct cdn_policy_opts *o, struct cdn_cc *cc,
+                         bool targeted)
+{
+    size_t before = cc_lines(resp, o);
+    /* Stripping only removes lines, so an unchanged count means the same directive lines. */
+    if (cdn_policy_strip_for_store(resp, cc) > 0 && cc_lines(resp, o) != before)
+        return cdn_response_cc(resp, o, cc);
+    return targeted;
+}
+
 /* ---- Freshness ------------------------------------------------------------------------------ */
 
 /* Expires - Date, or 0 when Expires is invalid or its lines disagree (RFC 9111 §4.2.1). */
@@ -247,12 +277,20 @@ cdn_freshness_lifetime(int status, const struct cdn_hdrs *resp, int64_t response
 {
     struct cdn_cc cc;
     bool targeted = cdn_response_cc(resp, o, &cc);
+    cdn_freshness_lifetime_cc(status, resp, response_time, o, &cc, targeted, out);
+}
+
+void
+cdn_freshness_lifetime_cc(int status, const struct cdn_hdrs *resp, int64_t response_time,
+                          const struct cdn_policy_opts *o, const struct cdn_cc *cc, bool targeted,
+                          struct cdn_freshness *out)
+{
     out->targeted = false;
     out->lifetime = 0;
-    if (cc.s_maxage >= 0 || cc.max_age >= 0) {
-        bool shared = cc.s_maxage >= 0;
+    if (cc->s_maxage >= 0 || cc->max_age >= 0) {
+        bool shared = cc->s_maxage >= 0;
         out->source = shared ? CDN_FRESH_S_MAXAGE : CDN_FRESH_MAX_AGE;
-        out->lifetime = shared ? cc.s_maxage : cc.max_age;
+        out->lifetime = shared ? cc->s_maxage : cc->max_age;
         out->targeted = targeted;
         return;
     }
@@ -263,7 +301,7 @@ cdn_freshness_lifetime(int status, const struct cdn_hdrs *resp, int64_t response
     }
     out->source = CDN_FRESH_NONE;
     int64_t date, lm;
-    if (o->heuristic_percent == 0 || !(cdn_status_heuristic(status) || cc.public_) ||
+    if (o->heuristic_percent == 0 || !(cdn_status_heuristic(status) || cc->public_) ||
         !date_field(resp, "Last-Modified", response_time, &lm))
         return;
     if (!date_field(resp, "Date", response_time, &date))
@@ -324,8 +362,8 @@ state_of(const struct cdn_stored *st, const struct cdn_policy_opts *o, int64_t n
 {
     struct cdn_freshness f;
     struct cdn_age a;
-    cdn_response_cc(st->hdrs, o, &s->cc);
-    cdn_freshness_lifetime(st->status, st->hdrs, st->response_time, o, &f);
+    bool targeted = cdn_response_cc(st->hdrs, o, &s->cc);
+    cdn_freshness_lifetime_cc(st->status, st->hdrs, st->response_time, o, &s->cc, targeted, &f);
     cdn_age_compute(st->hdrs, st->request_time, st->response_time, now, &a);
     s->lifetime = f.lifetime;
     s->age = a.current_age;
@@ -609,9 +647,9 @@ updates_stored(const struct cdn_hdr *f)
     return true;
 }
 
-void
+bool
 cdn_merge_304(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304,
-              const struct cdn_policy_opts *o, struct cdn_hdrs *out)
+              const struct cdn_policy_opts *o, struct cdn_hdrs *out, struct cdn_cc *cc)
 {
     /* Which 304 fields count, decided once (the 304's Connection list is read once). */
     bool on_stack[32];
@@ -634,9 +672,7 @@ cdn_merge_304(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304,
         if (upd[j])
             cdn_hdrs_add(out, g->name, g->nlen, g->value, g->vlen);
     }
-    struct cdn_cc cc;
-    cdn_response_cc(out, o, &cc);
-    cdn_policy_strip_for_store(out, &cc);
+    return cdn_policy_strip_keep_cc(out, o, cc, cdn_response_cc(out, o, cc));
 }
 
 /* ---- Client conditionals -------------------------------------------------------------------- */

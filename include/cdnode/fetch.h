@@ -70,10 +70,12 @@ struct cdn_fetch_req {
  * clients leaving do not cancel what the store is taking.
  */
 enum cdn_sink_take {
-    CDN_SINK_SKIP,     /* the sink does not want the body */
-    CDN_SINK_BODY,     /* feed the body to data() */
-    CDN_SINK_HOLD_HEAD /* no body, but publish the head only once cdn_fetch_stored() is called
-                          (the sink wrote metadata the readers' next requests must see) */
+    CDN_SINK_SKIP,      /* the sink does not want the body */
+    CDN_SINK_BODY,      /* feed the body to data() */
+    CDN_SINK_BODY_GZIP, /* the same, and the stored copy is gzip: clients get it negotiated on
+                           Accept-Encoding (cdn_fetch_stored_gzip) */
+    CDN_SINK_HOLD_HEAD  /* no body, but publish the head only once cdn_fetch_stored() is called
+                           (the sink wrote metadata the readers' next requests must see) */
 };
 
 struct cdn_fetch_sink {
@@ -119,6 +121,8 @@ const struct cdn_hdrs *cdn_fetch_request_fields(const struct cdn_fetch *f);
 void cdn_fetch_set_sink(struct cdn_fetch *f, const struct cdn_fetch_sink *sink);
 /* After HEADERS: true when the sink took the body (the response is being stored). */
 bool cdn_fetch_storing(const struct cdn_fetch *f);
+/* Storing, and the stored copy is gzip (compressed as stored, or by the origin). */
+bool cdn_fetch_stored_gzip(const struct cdn_fetch *f);
 /* The sink's store commit settled: the held-back last byte (or the held head) is released and
  * readers see it. Any thread. */
 void cdn_fetch_stored(struct cdn_fetch *f);

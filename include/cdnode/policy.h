@@ -90,6 +90,12 @@ enum cdn_store_verdict {
 enum cdn_store_verdict cdn_storable(const char *method, const struct cdn_hdrs *req, int status,
                                     const struct cdn_hdrs *resp, const struct cdn_policy_opts *o);
 
+/* cdn_storable with the response directives parsed already: `cc` and `targeted` as
+ * cdn_response_cc(resp, o, cc) gives them. */
+enum cdn_store_verdict cdn_storable_cc(const char *method, const struct cdn_hdrs *req, int status,
+                                       const struct cdn_hdrs *resp, const struct cdn_policy_opts *o,
+                                       const struct cdn_cc *cc, bool targeted);
+
 /* Short static token for logs and Cache-Status detail ("ok", "no-store", "private", ...). */
 const char *cdn_store_reason(enum cdn_store_verdict v);
 
@@ -106,6 +112,15 @@ bool cdn_status_heuristic(int status);
  * storing it. Order of the remaining fields is kept. Returns the number removed.
  */
 size_t cdn_policy_strip_for_store(struct cdn_hdrs *resp, const struct cdn_cc *cc);
+
+/*
+ * cdn_policy_strip_for_store for a caller that goes on using the directives: `cc` holds
+ * cdn_response_cc(resp, o, cc) and `targeted` its result on entry, and those of the stripped
+ * resp on return (parsed again only when a Cache-Control or targeted line was removed). Returns
+ * whether they come from a targeted field.
+ */
+bool cdn_policy_strip_keep_cc(struct cdn_hdrs *resp, const struct cdn_policy_opts *o,
+                              struct cdn_cc *cc, bool targeted);
 
 /* ---- Freshness (RFC 9111 §4.2.1, §4.2.2) ---------------------------------------------------- */
 
@@ -134,6 +149,11 @@ struct cdn_freshness {
  */
 void cdn_freshness_lifetime(int status, const struct cdn_hdrs *resp, int64_t response_time,
                             const struct cdn_policy_opts *o, struct cdn_freshness *out);
+
+/* cdn_freshness_lifetime with the response directives parsed already (cdn_response_cc). */
+void cdn_freshness_lifetime_cc(int status, const struct cdn_hdrs *resp, int64_t response_time,
+                               const struct cdn_policy_opts *o, const struct cdn_cc *cc,
+                               bool targeted, struct cdn_freshness *out);
 
 /* ---- Age (RFC 9111 §4.2.3) --------------------------------------------------------------------
  */
@@ -278,10 +298,11 @@ bool cdn_304_matches(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp3
  * receives the stored fields whose names the 304 does not carry, then the 304's fields, skipping
  * in both what cdn_policy_strip_for_store would remove given the merged response directives, so
  * Content-Length and hop-by-hop fields are never taken from the 304. Field strings are not copied:
- * `out` points into both inputs, which must outlive it.
+ * `out` points into both inputs, which must outlive it. `cc` receives the response directives of
+ * `out`; returns whether they come from a targeted field (as cdn_response_cc).
  */
-void cdn_merge_304(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304,
-                   const struct cdn_policy_opts *o, struct cdn_hdrs *out);
+bool cdn_merge_304(const struct cdn_hdrs *stored, const struct cdn_hdrs *resp304,
+                   const struct cdn_policy_opts *o, struct cdn_hdrs *out, struct cdn_cc *cc);
 
 /* ---- Entity tags --------------------------------------------------------------------------------
  */

@@ -52,6 +52,21 @@ static const struct cdn_policy_opts opts[] = {
     [O_GRACE] = {10, 86400, targets, 1, 50},
 };
 
+/* Row i: `cc` and `targeted`, which a function handed back for h, are what parsing h gives. */
+static void
+cc_matches(size_t i, const struct cdn_hdrs *h, const struct cdn_cc *cc, bool targeted)
+{
+    struct cdn_cc want;
+    EQ(i, "targeted", targeted, cdn_response_cc(h, &opts[O_DEF], &want));
+    EQ(i, "max-age", cc->max_age, want.max_age);
+    EQ(i, "s-maxage", cc->s_maxage, want.s_maxage);
+    EQ(i, "no-cache", cc->no_cache, want.no_cache);
+    EQ(i, "no-cache fields", cc->no_cache_fields.n, want.no_cache_fields.n);
+    EQ(i, "private", cc->private_, want.private_);
+    EQ(i, "must-revalidate", cc->must_revalidate, want.must_revalidate);
+    EQ(i, "public", cc->public_, want.public_);
+}
+
 #define D0 "Mon, 01 Jan 2024 00:00:00 GMT" /* T0 */
 #define T0 INT64_C(1704067200)
 #define D0_PLUS_1H "Mon, 01 Jan 2024 01:00:00 GMT"
@@ -218,17 +233,27 @@ test_strip_for_store(void **state)
         {"Set-Cookie: a=1\nCache-Control: max-age=5", "Set-Cookie: a=1|Cache-Control: max-age=5"},
         {"CDN-Cache-Control: no-cache=\"x-a\"\nCache-Control: no-cache=\"x-b\"\nX-A: 1\nX-B: 2",
          "CDN-Cache-Control: no-cache=\"x-a\"|Cache-Control: no-cache=\"x-b\"|X-B: 2"},
+        /* the directive lines themselves removed: what remains is parsed again */
+        {"Cache-Control: max-age=5, no-cache=\"Cache-Control\"\nX: y", "X: y"},
+        {"Connection: CDN-Cache-Control\nCDN-Cache-Control: max-age=9\nCache-Control: max-age=5",
+         "Cache-Control: max-age=5"},
         {"", ""},
     };
     for (size_t i = 0; i < CDN_ARRAY_LEN(rows); i++) {
         struct cdn_arena *a = cdn_arena_new(0);
-        struct cdn_hdrs h = hdrs_of(a, rows[i].resp);
+        struct cdn_hdrs h = hdrs_of(a, rows[i].resp), k = hdrs_of(a, rows[i].resp);
         size_t before = h.n;
         struct cdn_cc cc;
         cdn_response_cc(&h, &opts[O_DEF], &cc);
         size_t removed = cdn_policy_strip_for_store(&h, &cc);
         STREQ(i, "kept", render(a, &h), rows[i].want);
         EQ(i, "removed", removed + h.n, before);
+        /* the variant that keeps the directives: same fields, and those of what it kept */
+        struct cdn_cc kc;
+        bool t = cdn_response_cc(&k, &opts[O_DEF], &kc);
+        t = cdn_policy_strip_keep_cc(&k, &opts[O_DEF], &kc, t);
+        STREQ(i, "kept (keep_cc)", render(a, &k), rows[i].want);
+        cc_matches(i, &k, &kc, t);
         cdn_arena_free(a);
     }
 }
@@ -716,13 +741,20 @@ test_merge_304(void **state)
          "Cache-Control: private=\"X-User\""},
         {"Content-Type: text/html", "", "Content-Type: text/html"},
         {"", "ETag: \"n\"", ""},
+        /* a 304 whose directives name their own line: the merge keeps none of them */
+        {"Cache-Control: max-age=5\nX: 1", "Cache-Control: max-age=9, no-cache=\"Cache-Control\"",
+         "X: 1"},
+        {"CDN-Cache-Control: max-age=5\nX: 1", "CDN-Cache-Control: s-maxage=7",
+         "X: 1|CDN-Cache-Control: s-maxage=7"},
     };
     for (size_t i = 0; i < CDN_ARRAY_LEN(rows); i++) {
         struct cdn_arena *a = cdn_arena_new(0);
         struct cdn_hdrs s = hdrs_of(a, rows[i].stored), r = hdrs_of(a, rows[i].r304), out;
+        struct cdn_cc cc;
         cdn_hdrs_init(&out, a);
-        cdn_merge_304(&s, &r, &opts[O_DEF], &out);
+        bool targeted = cdn_merge_304(&s, &r, &opts[O_DEF], &out, &cc);
         STREQ(i, "merged", render(a, &out), rows[i].want);
+        cc_matches(i, &out, &cc, targeted);
         cdn_arena_free(a);
     }
 }
