@@ -218,6 +218,7 @@ struct req {
     struct MHD_Connection *conn;
     struct cdn_arena *arena;
     const char *raw_uri;
+    const char *peer; /* the client's address, formatted once (peer_address) */
     bool tls;
     enum phase phase;
     int err_status;
@@ -600,9 +601,13 @@ fmt_ipv4(const struct in_addr *in, char *out)
     *out = '\0';
 }
 
+/* The peer's address as text: for X-Forwarded-For and the access log, both of which a forwarded
+ * request writes. */
 static const char *
 peer_address(struct req *r)
 {
+    if (r->peer)
+        return r->peer;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     char buf[INET6_ADDRSTRLEN] = "0.0.0.0";
@@ -613,7 +618,8 @@ peer_address(struct req *r)
         else if (sa->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, sizeof(buf));
     }
-    return cdn_arena_strdup(r->arena, buf);
+    r->peer = cdn_arena_strdup(r->arena, buf);
+    return r->peer;
 }
 
 /* Client fields a cache does not forward when it fetches for itself: it evaluates them locally
