@@ -135,13 +135,15 @@ test_read_park_wake_end(void **state)
     cdn_fetch_unref(f);
 }
 
-/* A sink that takes the body and records end(); the test calls cdn_fetch_stored() itself. */
+/* A sink that takes the body (as sink_take says) and records end(); the test calls
+ * cdn_fetch_stored() itself. */
 static int sink_ends;
+static enum cdn_sink_take sink_take = CDN_SINK_BODY;
 static enum cdn_sink_take
 sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *h, int64_t cl)
 {
     (void)arg, (void)f, (void)status, (void)h, (void)cl;
-    return CDN_SINK_BODY;
+    return sink_take;
 }
 static void
 sink_data(void *arg, const char *p, size_t n)
@@ -232,6 +234,39 @@ test_deferred_wake_waits_for_commit(void **state)
     assert_false(cdn_fetch_read_all(f, &p.w, buf, 5)); /* already read */
     cdn_fetch_detach(f, &p.w);
     cdn_fetch_unref(f);
+}
+
+/* What the sink's head() answers is what readers learn with the head: storing, and whether
+ * the stored copy is gzip (the front end then answers with Vary: Accept-Encoding). */
+static void
+test_sink_take_published(void **state)
+{
+    (void)state;
+    static const struct {
+        enum cdn_sink_take take;
+        bool storing, gzip;
+    } rows[] = {
+        {CDN_SINK_SKIP, false, false},
+        {CDN_SINK_BODY, true, false},
+        {CDN_SINK_BODY_GZIP, true, true},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        sink_take = rows[i].take;
+        struct probe p;
+        struct cdn_fetch *f = deferred_with_reader(&p, true);
+        publish_200(f, 5);
+        assert_int_equal(cdn_fetch_storing(f), rows[i].storing);
+        assert_int_equal(cdn_fetch_stored_gzip(f), rows[i].gzip);
+        assert_true(cdn_fetch_append(f, "hello", 5));
+        cdn_fetch_finish(f);
+        if (rows[i].storing)
+            cdn_fetch_stored(f);
+        cdn_fetch_flush_wakes(f);
+        assert_int_equal(cdn_fetch_state(f), CDN_FETCH_DONE);
+        cdn_fetch_detach(f, &p.w);
+        cdn_fetch_unref(f);
+    }
+    sink_take = CDN_SINK_BODY;
 }
 
 /* A body that is still arriving wakes its reader at each flush (streaming is not delayed). */
@@ -463,6 +498,7 @@ main(void)
         cmocka_unit_test(test_read_park_wake_end),
         cmocka_unit_test(test_deferred_wakes_batch),
         cmocka_unit_test(test_deferred_wake_waits_for_commit),
+        cmocka_unit_test(test_sink_take_published),
         cmocka_unit_test(test_deferred_wake_streams_partial_body),
         cmocka_unit_test(test_two_readers_independent_offsets),
         cmocka_unit_test(test_known_length_pieces),
