@@ -21,6 +21,7 @@
 
 #define CACHE_MAGIC 0xcac4e001u
 #define SINK_MAGIC 0x5174c0deu
+#define FRESHENED_MAGIC 0xf7e54ed0u
 
 struct cdn_cache {
     uint32_t magic;
@@ -128,6 +129,15 @@ cdn_hdrblock_decode(const char *p, size_t n, struct cdn_hdrs *out)
         cdn_hdrs_add(out, name, nlen, value, vlen);
     }
     return 0;
+}
+
+const struct cdn_freshened *
+cdn_cache_freshened(const struct cdn_fetch *f)
+{
+    const struct cdn_freshened *fr = cdn_fetch_sink_note(f);
+    if (fr != NULL)
+        CDN_CHECK_MAGIC(fr, FRESHENED_MAGIC);
+    return fr;
 }
 
 /* Splits a stored variant identity into spec and values. */
@@ -268,10 +278,14 @@ freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
     int64_t now = cdn_wall_s();
     if (!cdn_304_matches(&s->stored, resp304))
         return false;
-    struct cdn_hdrs merged;
-    struct cdn_cc cc;
-    cdn_hdrs_init(&merged, s->arena);
-    bool targeted = cdn_merge_304(&s->stored, resp304, &s->c->popts, &merged, &cc);
+    /* Kept with the fetch (its arena holds the stored fields and the 304's): the request that
+     * revalidated serves these rather than merging the same two again. */
+    struct cdn_arena *fa = cdn_fetch_arena(f);
+    struct cdn_freshened *fr = cdn_arena_alloc(fa, sizeof(*fr));
+    fr->magic = FRESHENED_MAGIC;
+    cdn_hdrs_init(&fr->hdrs, fa);
+    fr->targeted = cdn_merge_304(&s->stored, resp304, &s->c->popts, &fr->hdrs, &fr->cc);
+    const struct cdn_hdrs *merged = &fr->hdrs;
     struct cdn_store_meta m = {
         .key = s->key,
         .key_len = s->klen,
@@ -281,9 +295,11 @@ freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
         .request_time = s->request_time,
         .response_time = now,
     };
-    m.headers = cdn_hdrblock_encode(&merged, s->arena, &m.headers_len);
-    set_tags(s, &merged, &m);
-    m.expires_at = expires_at(s, s->stored_status, &merged, &cc, targeted, now);
+    m.headers = cdn_hdrblock_encode(merged, s->arena, &m.headers_len);
+    set_tags(s, merged, &m);
+    m.expires_at = expires_at(s, s->stored_status, merged, &fr->cc, fr->targeted, now);
+    if (s->stored.arena == fa) /* made with the fetch: the fields live as long as it does */
+        cdn_fetch_set_sink_note(f, fr);
     /* The readers' head waits for this update, so their next request finds it freshened. */
     s->updating = true;
     cdn_fetch_ref(f);
@@ -584,7 +600,8 @@ cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r, struct c
     s->request_time = r->request_time;
     cdn_hdrs_init(&s->req, s->arena);
     copy_hdrs(&s->req, r->req);
-    cdn_hdrs_init(&s->stored, s->arena);
+    /* In the fetch's arena: the merged fields of a 304 point into them (cdn_cache_freshened). */
+    cdn_hdrs_init(&s->stored, r->fetch ? cdn_fetch_arena(r->fetch) : s->arena);
     if (r->reval) {
         s->reval = true;
         copy_hdrs(&s->stored, &r->reval->hdrs);

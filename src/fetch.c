@@ -60,6 +60,7 @@ struct cdn_fetch {
     bool has_sink;
     bool storing;
     bool stored_gzip;
+    const void *sink_note; /* set by head(), published with the head */
     bool sink_ended;
     bool sink_blocked;
     /* settle hook */
@@ -150,6 +151,18 @@ bool
 cdn_fetch_stored_gzip(const struct cdn_fetch *f)
 {
     return f->stored_gzip;
+}
+
+void
+cdn_fetch_set_sink_note(struct cdn_fetch *f, const void *note)
+{
+    f->sink_note = note; /* producer thread, in head(): the head's publication carries it */
+}
+
+const void *
+cdn_fetch_sink_note(const struct cdn_fetch *f)
+{
+    return f->sink_note;
 }
 
 /* Producer thread, without the mutex: the sink's end, exactly once. */

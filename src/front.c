@@ -708,6 +708,7 @@ make_fetch(struct req *r, const char *method, bool for_cache)
             .req = &r->hdrs,
             .request_time = cdn_wall_s(),
             .reval = r->hit.lease ? &r->hit : NULL,
+            .fetch = f,
         };
         struct cdn_fetch_sink sink;
         cdn_cache_sink(fe->cache, &sr, &sink);
@@ -1311,22 +1312,29 @@ respond_forwarded(struct req *r, const char *method, enum cdn_fetch_state s)
         if (!failed && status == 304) {
             /* Our revalidation came back 304: serve the stored body with freshened fields. */
             const struct cdn_policy_opts *po = cdn_cache_policy(fe->cache);
-            struct cdn_hdrs merged;
-            struct cdn_cc cc;
-            cdn_hdrs_init(&merged, r->arena);
-            bool targeted =
-                cdn_merge_304(&r->hit.hdrs, cdn_fetch_resp_headers(r->fetch), po, &merged, &cc);
+            /* The store's side merged our stored fields already when this fetch is ours; a
+             * follower's stored copy may differ, so it merges its own. */
+            const struct cdn_freshened *fz = r->follower ? NULL : cdn_cache_freshened(r->fetch);
+            struct cdn_freshened own;
+            if (fz == NULL) {
+                cdn_hdrs_init(&own.hdrs, r->arena);
+                own.targeted = cdn_merge_304(&r->hit.hdrs, cdn_fetch_resp_headers(r->fetch), po,
+                                             &own.hdrs, &own.cc);
+                fz = &own;
+            }
+            const struct cdn_hdrs *merged = &fz->hdrs;
             atomic_fetch_add(&fe->n_revalidated, 1);
             r->outcome = "revalidated";
             /* Aged here with the directives the merge parsed (queue_hit would parse them again). */
             int64_t now = cdn_wall_s();
             struct cdn_freshness fr;
             struct cdn_age age;
-            cdn_freshness_lifetime_cc(r->hit.st.status, &merged, now, po, &cc, targeted, &fr);
-            cdn_age_compute(&merged, r->origin_start_wall, now, now, &age);
+            cdn_freshness_lifetime_cc(r->hit.st.status, merged, now, po, &fz->cc, fz->targeted,
+                                      &fr);
+            cdn_age_compute(merged, r->origin_start_wall, now, now, &age);
             struct cdn_decide_out known = {.age = age.current_age, .lifetime = fr.lifetime};
             return queue_hit(
-                r, method, &merged,
+                r, method, merged,
                 cdn_arena_cat(r->arena, id, "; fwd=", r->fwd, "; fwd-status=304", NULL),
                 r->origin_start_wall, now, &known);
         }

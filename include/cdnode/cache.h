@@ -31,6 +31,7 @@
 
 struct cdn_arena;
 struct cdn_config;
+struct cdn_fetch;
 struct cdn_fetch_sink;
 struct cdn_store;
 struct cdn_store_lease;
@@ -80,6 +81,7 @@ struct cdn_cache_sink_req {
     const struct cdn_hdrs *req;   /* the client's request fields (copied) */
     int64_t request_time;         /* wall seconds when the upstream request was made */
     const struct cdn_hit *reval;  /* the stored response being revalidated, or NULL (copied) */
+    struct cdn_fetch *fetch;      /* the fetch the sink is made for, not yet submitted */
 };
 
 /*
@@ -95,6 +97,21 @@ struct cdn_cache_sink_req {
  */
 void cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r,
                     struct cdn_fetch_sink *out);
+
+/*
+ * What a revalidation's 304 made of the stored variant: the fields cdn_merge_304() gave for the
+ * stored ones the sink was made with (cdn_cache_sink_req.reval) and the 304, with what it
+ * returned. The request that made the fetch serves them instead of merging again; any other
+ * reader holds its own stored copy. NULL unless the fetch's 304 freshened that copy. Lives as
+ * long as the fetch; read it only after the head is published.
+ */
+struct cdn_freshened {
+    uint32_t magic;
+    struct cdn_hdrs hdrs;
+    struct cdn_cc cc;
+    bool targeted;
+};
+const struct cdn_freshened *cdn_cache_freshened(const struct cdn_fetch *f);
 
 /*
  * Deletes every variant stored under each URI (e.g. after an unsafe method, RFC 9111 §4.4). The

@@ -123,6 +123,13 @@ void cdn_fetch_set_sink(struct cdn_fetch *f, const struct cdn_fetch_sink *sink);
 bool cdn_fetch_storing(const struct cdn_fetch *f);
 /* Storing, and the stored copy is gzip (compressed as stored, or by the origin). */
 bool cdn_fetch_stored_gzip(const struct cdn_fetch *f);
+/*
+ * A result of the sink's own for the readers (e.g. the fields it merged a 304 into): set only from
+ * head(), and published with the head, so readable after HEADERS; it must live as long as the
+ * fetch (cdn_fetch_arena). NULL when none was set.
+ */
+void cdn_fetch_set_sink_note(struct cdn_fetch *f, const void *note);
+const void *cdn_fetch_sink_note(const struct cdn_fetch *f);
 /* The sink's store commit settled: the held-back last byte (or the held head) is released and
  * readers see it. Any thread. */
 void cdn_fetch_stored(struct cdn_fetch *f);

@@ -419,6 +419,25 @@ test_revalidate_304(void **state)
     h_resp_free(&r);
     EXPECT_COUNT(t, "/r1", 3);
 
+    /* A field only the 304 carries reaches the client the 304 was for, and the stored copy:
+     * the next revalidation's client sees it too (its own 304 does not repeat it). */
+    const char *u3 = "/r3?cc=max-age=0&etag=v3&h304=X-Fresh:from-304&body=three";
+    get_body(t, u3, NULL, "three", &r);
+    EXPECT_CS(&r, "stored");
+    if (h_header(&r, "X-Fresh") != NULL)
+        fail_msg("X-Fresh on the 200 (only the origin's 304s carry it)");
+    h_resp_free(&r);
+    get_body(t, u3, NULL, "three", &r);
+    EXPECT_CS(&r, "fwd=stale; fwd-status=304");
+    expect_field(&r, "X-Fresh", "from-304");
+    expect_field(&r, "ETag", "\"v3\"");
+    h_resp_free(&r);
+    get_body(t, u3, NULL, "three", &r);
+    EXPECT_CS(&r, "fwd=stale; fwd-status=304");
+    expect_field(&r, "X-Fresh", "from-304");
+    h_resp_free(&r);
+    EXPECT_COUNT(t, "/r3", 3);
+
     /* Last-Modified only: If-Modified-Since carries it back. */
     const char *lm = "/r2?cc=max-age=0&lm=" OLD_DATE_Q "&body=dated";
     get_body(t, lm, NULL, "dated", &r);

@@ -117,6 +117,8 @@ struct behave {
     uint64_t size;
     const char *extra[MAX_EXTRA];
     int n_extra;
+    const char *extra304[MAX_EXTRA]; /* h304=: fields only a 304 carries */
+    int n_extra304;
     long delay_ms, body_delay_ms;
     bool has_cl;
     uint64_t cl;
@@ -548,6 +550,9 @@ behave_param(void *ctx, const char *k, const char *v)
     } else if (strcmp(k, "h") == 0) {
         if (b->n_extra < MAX_EXTRA && strchr(v, ':'))
             b->extra[b->n_extra++] = v;
+    } else if (strcmp(k, "h304") == 0) {
+        if (b->n_extra304 < MAX_EXTRA && strchr(v, ':'))
+            b->extra304[b->n_extra304++] = v;
     } else if (strcmp(k, "delay_ms") == 0) {
         b->delay_ms = atol(v);
     } else if (strcmp(k, "body_delay_ms") == 0) {
@@ -1070,12 +1075,13 @@ handle(struct conn *c, struct req *r)
         sb_printf(&s, "Last-Modified: %s\r\n", b.lm);
     if (b.cc)
         sb_printf(&s, "Cache-Control: %s\r\n", b.cc);
-    for (int i = 0; i < b.n_extra; i++) {
-        const char *colon = strchr(b.extra[i], ':');
+    for (int i = 0; i < b.n_extra + (status == 304 ? b.n_extra304 : 0); i++) {
+        const char *x = i < b.n_extra ? b.extra[i] : b.extra304[i - b.n_extra];
+        const char *colon = strchr(x, ':');
         const char *v = colon + 1;
         while (*v == ' ')
             v++;
-        sb_printf(&s, "%.*s: %s\r\n", (int)(colon - b.extra[i]), b.extra[i], v);
+        sb_printf(&s, "%.*s: %s\r\n", (int)(colon - x), x, v);
     }
     if (b.bighdr) {
         sb_add(&s, "X-Big: ", 7);
@@ -1151,14 +1157,16 @@ conn_main(void *arg)
 static void
 usage(FILE *out)
 {
-    fprintf(out, "usage: testorigin --port P [--addr 127.0.0.1] [--demo]\n"
-                 "Query parameters of any path: status=N body=TEXT size=N h=Name:Value delay_ms=N\n"
-                 "  body_delay_ms=N cl=N nocl=1 chunked=1 dupcl=1 clte=1 bighdr=N reset_after=N\n"
-                 "  hang=1 drop=1 close=1 echo=1 etag=X lm=HTTPDATE cc=VALUE\n"
-                 "  gz=1 (body as stored-block gzip) gzbad=1 (wrong CRC) gzbad=2 (no trailer)\n"
-                 "Control: /__origin/count?path=P /__origin/total /__origin/conns\n"
-                 "  /__origin/last?path=P /__origin/lastbody?path=P /__origin/reset\n"
-                 "  /__origin/fail?path=P&status=N (P answers a bare N until reset)\n");
+    fprintf(
+        out,
+        "usage: testorigin --port P [--addr 127.0.0.1] [--demo]\n"
+        "Query parameters of any path: status=N body=TEXT size=N h=Name:Value delay_ms=N\n"
+        "  body_delay_ms=N cl=N nocl=1 chunked=1 dupcl=1 clte=1 bighdr=N reset_after=N\n"
+        "  hang=1 drop=1 close=1 echo=1 etag=X lm=HTTPDATE cc=VALUE h304=Name:Value (304s only)\n"
+        "  gz=1 (body as stored-block gzip) gzbad=1 (wrong CRC) gzbad=2 (no trailer)\n"
+        "Control: /__origin/count?path=P /__origin/total /__origin/conns\n"
+        "  /__origin/last?path=P /__origin/lastbody?path=P /__origin/reset\n"
+        "  /__origin/fail?path=P&status=N (P answers a bare N until reset)\n");
 }
 
 int
