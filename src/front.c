@@ -822,10 +822,14 @@ status_has_body(int status)
     return status >= 200 && status != 204 && status != 304;
 }
 
-/* Adds every field of h to resp, except those named in skip (NULL-terminated). */
+/*
+ * Adds every field of h to resp, except those named in skip (NULL-terminated). Every list served
+ * has NUL-terminated names and values, which libmicrohttpd copies as they are: fields decoded
+ * from the store (a block of "name\0value\0"), copied by the upstream client (cdn_hdrs_add_copy),
+ * merges of those two, and our own strings.
+ */
 static void
-add_fields(struct req *r, struct MHD_Response *resp, const struct cdn_hdrs *h,
-           const char *const *skip, bool nul_terminated)
+add_fields(struct MHD_Response *resp, const struct cdn_hdrs *h, const char *const *skip)
 {
     for (size_t i = 0; i < h->n; i++) {
         const struct cdn_hdr *f = &h->v[i];
@@ -835,11 +839,9 @@ add_fields(struct req *r, struct MHD_Response *resp, const struct cdn_hdrs *h,
                 skipped = true;
         if (skipped)
             continue;
-        const char *name = nul_terminated ? f->name : cdn_arena_strndup(r->arena, f->name, f->nlen);
-        const char *value =
-            nul_terminated ? f->value : cdn_arena_strndup(r->arena, f->value, f->vlen);
-        if (MHD_add_response_header(resp, name, value) != MHD_YES)
-            cdn_debug("response field %s not accepted by the front end", name);
+        CDN_ASSERT(f->name[f->nlen] == '\0' && f->value[f->vlen] == '\0');
+        if (MHD_add_response_header(resp, f->name, f->value) != MHD_YES)
+            cdn_debug("response field %s not accepted by the front end", f->name);
     }
 }
 
@@ -1030,7 +1032,7 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
             MHD_add_response_header(resp, "ETag", weak);
     }
     skip[ns] = NULL;
-    add_fields(r, resp, h, skip, h == &hit->hdrs);
+    add_fields(resp, h, skip);
     if (rr != CDN_RANGE_FULL) {
         char cr_buf[64];
         MHD_add_response_header(resp, "Content-Range",
@@ -1115,7 +1117,7 @@ queue_forwarded(struct req *r, const char *method)
         cdn_hdrs_add_str(&out, "Vary", "Accept-Encoding");
     static const char *const skip[] = {"Surrogate-Key", "Cache-Tag", CDN_IDENTITY_LENGTH_FIELD,
                                        NULL};
-    add_fields(r, resp, &out, fe->cfg->strip_cache_tags ? skip : skip + 2, false);
+    add_fields(resp, &out, fe->cfg->strip_cache_tags ? skip : skip + 2);
     char num[CDN_I64_CHARS];
     cdn_fmt_i64(num, status);
     add_hop_fields(r, resp,
