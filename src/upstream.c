@@ -544,13 +544,38 @@ observe(struct cdn_upstream *up, struct members *set, int m, bool ok, bool from_
 
 /* ---- transfers ---- */
 
-/* A handle whose every option xfer_start() sets again: one from the pool, or a new one. */
+/*
+ * A handle for the next transfer: one from the pool, or a new one with the options that never
+ * change from one transfer to the next (a reused handle keeps them: nothing resets it).
+ * xfer_start() sets the rest every time.
+ */
 static CURL *
 easy_take(struct cdn_upstream *up)
 {
     if (up->n_idle > 0)
         return up->idle[--up->n_idle];
-    return curl_easy_init();
+    const struct cdn_config *cfg = up->cfg;
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    /* Relay bytes as the origin sent them: never decode Content-Encoding (chunked framing is
+     * still removed, the front end frames the body itself). */
+    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never a proxy from the environment */
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->origin_connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
+    if (cfg->origin_ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->origin_ca_file);
+    return e;
 }
 
 /* A handle taken out of the multi handle: kept for reuse, or cleaned up. */
@@ -607,7 +632,6 @@ xfer_reset(struct xfer *x)
 static bool
 xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
 {
-    const struct cdn_config *cfg = up->cfg;
     struct cdn_fetch *f = x->f;
     x->member = m;
     x->tried |= 1u << m;
@@ -637,29 +661,12 @@ xfer_start(struct cdn_upstream *up, struct xfer *x, int m)
     if (strcmp(target, "*") != 0) /* OPTIONS * goes to the origin's root */
         strcat(x->url, target);
     curl_easy_setopt(e, CURLOPT_URL, x->url);
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    /* Relay bytes as the origin sent them: never decode Content-Encoding (chunked framing is
-     * still removed, the front end frames the body itself). */
-    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never a proxy from the environment */
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->origin_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
     curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
-    if (cfg->origin_ca_file)
-        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->origin_ca_file);
     /* A reused handle keeps what its last transfer set: back to a plain GET first. */
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
