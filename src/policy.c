@@ -202,9 +202,22 @@ cdn_store_reason(enum cdn_store_verdict v)
     return "unknown";
 }
 
+/* A line that carries response directives: Cache-Control or one of the targeted fields. */
+static bool
+is_cc_line(const struct cdn_hdr *f, const struct cdn_policy_opts *o)
+{
+    if (cdn_name_eq(f->name, f->nlen, "Cache-Control"))
+        return true;
+    for (size_t i = 0; i < o->n_targeted; i++)
+        if (cdn_name_eq(f->name, f->nlen, o->targeted[i]))
+            return true;
+    return false;
+}
 
-size_t
-cdn_policy_strip_for_store(struct cdn_hdrs *resp, const struct cdn_cc *cc)
+/* cdn_policy_strip_for_store; with o, *cc_removed counts the directive lines it removed. */
+static size_t
+strip(struct cdn_hdrs *resp, const struct cdn_cc *cc, const struct cdn_policy_opts *o,
+      size_t *cc_removed)
 {
     if (resp->n == 0)
         return 0;
@@ -218,31 +231,32 @@ cdn_policy_strip_for_store(struct cdn_hdrs *resp, const struct cdn_cc *cc)
                   (cc->private_ && fields_have(&cc->private_fields, f->name, f->nlen));
     }
     size_t w = 0;
-    for (size_t i = 0; i < resp->n; i++)
+    for (size_t i = 0; i < resp->n; i++) {
         if (!drop[i])
             resp->v[w++] = resp->v[i];
+        else if (o != NULL && is_cc_line(&resp->v[i], o))
+            (*cc_removed)++;
+    }
     size_t removed = resp->n - w;
     resp->n = w;
     return removed;
 }
 
-/* The lines that carry response directives: Cache-Control and the targeted fields. */
-static size_t
-cc_lines(const struct cdn_hdrs *h, const struct cdn_policy_opts *o)
+size_t
+cdn_policy_strip_for_store(struct cdn_hdrs *resp, const struct cdn_cc *cc)
 {
-    size_t n = cdn_hdrs_count(h, "Cache-Control");
-    for (size_t i = 0; i < o->n_targeted; i++)
-        n += cdn_hdrs_count(h, o->targeted[i]);
-    return n;
+    return strip(resp, cc, NULL, NULL);
 }
 
 bool
 cdn_policy_strip_keep_cc(struct cdn_hdrs *resp, const struct cdn_policy_opts *o, struct cdn_cc *cc,
                          bool targeted)
 {
-    size_t before = cc_lines(resp, o);
-    /* Stripping only removes lines, so an unchanged count means the same directive lines. */
-    if (cdn_policy_strip_for_store(resp, cc) > 0 && cc_lines(resp, o) != before)
+    /* Stripping only removes lines: with none of the directive lines among them, cc still
+     * describes what remains. */
+    size_t cc_removed = 0;
+    strip(resp, cc, o, &cc_removed);
+    if (cc_removed > 0)
         return cdn_response_cc(resp, o, cc);
     return targeted;
 }
