@@ -704,10 +704,28 @@ get_or_head(const char *method)
     return method != NULL && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
 }
 
+/* Whether the request has any of the four conditionals cdn_eval_conditionals() evaluates. */
+static bool
+has_conditional(const struct cdn_hdrs *req)
+{
+    static const char *const names[] = {"If-Match", "If-None-Match", "If-Modified-Since",
+                                        "If-Unmodified-Since"};
+    for (size_t i = 0; i < req->n; i++) {
+        const struct cdn_hdr *f = &req->v[i];
+        if (f->nlen < 8 || (f->name[0] | 0x20) != 'i')
+            continue;
+        for (size_t j = 0; j < sizeof(names) / sizeof(names[0]); j++)
+            if (cdn_name_eq(f->name, f->nlen, names[j]))
+                return true;
+    }
+    return false;
+}
+
 enum cdn_cond_result
 cdn_eval_conditionals(const char *method, const struct cdn_hdrs *req, const struct cdn_stored *st)
 {
-    if (st->status < 200 || st->status > 299)
+    /* Most requests have none: then the stored validators are not even parsed. */
+    if (st->status < 200 || st->status > 299 || !has_conditional(req))
         return CDN_COND_PROCEED;
     const struct cdn_hdr *etag = cdn_hdrs_get(st->hdrs, "ETag");
     int64_t ref = st->response_time, lm, when;

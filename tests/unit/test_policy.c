@@ -837,6 +837,12 @@ test_conditionals(void **state)
         {"GET", "If-None-Match: *", 404, STORED, CDN_COND_PROCEED},
         {"GET", "If-Match: \"zz\"", 301, STORED, CDN_COND_PROCEED},
         {"GET", "If-None-Match: \"v1\"", 204, STORED, CDN_COND_304},
+        /* field names in any case; other If- fields are no conditionals here */
+        {"GET", "if-none-match: \"v1\"", 200, STORED, CDN_COND_304},
+        {"GET", "IF-MATCH: \"v2\"", 200, STORED, CDN_COND_412},
+        {"GET", "if-modified-since: " D0_PLUS_1H, 200, STORED, CDN_COND_304},
+        {"GET", "if-unmodified-since: " D0_MINUS_1H, 200, STORED, CDN_COND_412},
+        {"GET", "If-Range: \"v1\"\nIf: x\nAccept: */*", 200, STORED, CDN_COND_PROCEED},
     };
     for (size_t i = 0; i < CDN_ARRAY_LEN(rows); i++) {
         struct cdn_arena *a = cdn_arena_new(0);
