@@ -161,14 +161,14 @@ split_vary(const struct cdn_store_meta *m, const char **spec, size_t *slen, cons
 }
 
 int
-cdn_cache_lookup(struct cdn_cache *c, const char *key, size_t klen,
+cdn_cache_lookup(struct cdn_cache *c, const char *key, size_t klen, const uint8_t *key_hash,
                  const struct cdn_hdrs *req, struct cdn_arena *a, struct cdn_hit *hit,
                  bool *vary_miss)
 {
     memset(hit, 0, sizeof(*hit));
     *vary_miss = false;
     struct cdn_store_lease *l;
-    if (cdn_store_lookup(c->store, key, klen, &l) != 0)
+    if (cdn_store_lookup_hashed(c->store, key, klen, key_hash, &l) != 0)
         return CDN_ENOTFOUND;
     unsigned n = cdn_store_lease_count(l);
     for (unsigned i = 0; i < n; i++) {
@@ -213,6 +213,8 @@ struct sink {
     char *method;
     const char *key;
     size_t klen;
+    uint8_t key_hash[CDN_STORE_KEY_HASH_LEN];
+    bool has_key_hash; /* key_hash holds cdn_store_key_hash(key) */
     struct cdn_hdrs req;
     int64_t request_time;
     /* revalidation: the stored response */
@@ -289,6 +291,7 @@ freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
     struct cdn_store_meta m = {
         .key = s->key,
         .key_len = s->klen,
+        .key_hash = s->has_key_hash ? s->key_hash : NULL,
         .vary = s->stored_vary,
         .vary_len = s->stored_vary_len,
         .status = (uint32_t)s->stored_status,
@@ -468,6 +471,7 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
     memset(m, 0, sizeof(*m));
     m->key = s->key;
     m->key_len = s->klen;
+    m->key_hash = s->has_key_hash ? s->key_hash : NULL;
     if (slen > 0) {
         char *vary = cdn_arena_alloc(s->arena, slen + 1 + vlen);
         memcpy(vary, spec, slen);
@@ -597,6 +601,10 @@ cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r, struct c
     s->method = cdn_strdup(r->method);
     s->key = cdn_arena_strndup(s->arena, r->key, r->klen);
     s->klen = r->klen;
+    if (r->key_hash != NULL) {
+        memcpy(s->key_hash, r->key_hash, CDN_STORE_KEY_HASH_LEN);
+        s->has_key_hash = true;
+    }
     s->request_time = r->request_time;
     cdn_hdrs_init(&s->req, s->arena);
     copy_hdrs(&s->req, r->req);

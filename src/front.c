@@ -232,6 +232,8 @@ struct req {
     /* cache */
     const char *key;
     size_t klen;
+    uint8_t key_hash[CDN_STORE_KEY_HASH_LEN]; /* cdn_store_key_hash(key), when has_key_hash */
+    bool has_key_hash;
     struct cdn_hit hit;          /* lease held until the request is freed */
     struct cdn_decide_out dec;
     const char *fwd;             /* Cache-Status fwd value when forwarded */
@@ -709,6 +711,7 @@ make_fetch(struct req *r, const char *method, bool for_cache)
             .request_time = cdn_wall_s(),
             .reval = r->hit.lease ? &r->hit : NULL,
             .fetch = f,
+            .key_hash = r->has_key_hash ? r->key_hash : NULL,
         };
         struct cdn_fetch_sink sink;
         cdn_cache_sink(fe->cache, &sr, &sink);
@@ -1166,10 +1169,13 @@ route_cacheable(struct req *r, const char *method)
         start_forward(r, method, false, false);
         return MHD_YES;
     }
+    /* Hashed once: the lookup and, for a miss or a revalidation, the store's write use it. */
+    cdn_store_key_hash(r->key, r->klen, r->key_hash);
+    r->has_key_hash = true;
     bool vary_miss = false;
     int64_t now = cdn_wall_s();
-    bool found = cdn_cache_lookup(fe->cache, r->key, r->klen, &r->hdrs, r->arena, &r->hit,
-                                  &vary_miss) == 0;
+    bool found = cdn_cache_lookup(fe->cache, r->key, r->klen, r->key_hash, &r->hdrs, r->arena,
+                                  &r->hit, &vary_miss) == 0;
     cdn_decide(&r->hdrs, found ? &r->hit.st : NULL, cdn_cache_policy(fe->cache), now, &r->dec);
     if (found && (r->hit.meta->flags & CDN_STORE_STALE) &&
         r->dec.decision != CDN_DECIDE_MISS && r->dec.decision != CDN_DECIDE_504) {

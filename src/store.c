@@ -145,10 +145,23 @@ body_key_id(const uint8_t *k)
     return id;
 }
 
-static void
-meta_key(const char *key, size_t klen, const void *vary, size_t vlen, uint8_t out[KEY_LEN])
+_Static_assert(CDN_STORE_KEY_HASH_LEN == HASH_LEN, "the public key hash is the meta key's");
+
+void
+cdn_store_key_hash(const char *key, size_t key_len, uint8_t out[CDN_STORE_KEY_HASH_LEN])
 {
-    cdn_sha256(key, klen, out);
+    cdn_sha256(key, key_len, out);
+}
+
+/* key_hash: cdn_store_key_hash(key), or NULL to compute it. */
+static void
+meta_key(const char *key, size_t klen, const uint8_t *key_hash, const void *vary, size_t vlen,
+         uint8_t out[KEY_LEN])
+{
+    if (key_hash != NULL)
+        memcpy(out, key_hash, HASH_LEN);
+    else
+        cdn_sha256(key, klen, out);
     memset(out + HASH_LEN, 0, KEY_LEN - HASH_LEN);
     if (vlen > 0) {
         uint8_t h[HASH_LEN];
@@ -1876,6 +1889,13 @@ lease_copy_out(struct cdn_store_lease *l)
 int
 cdn_store_lookup(struct cdn_store *s, const char *key, size_t key_len, struct cdn_store_lease **out)
 {
+    return cdn_store_lookup_hashed(s, key, key_len, NULL, out);
+}
+
+int
+cdn_store_lookup_hashed(struct cdn_store *s, const char *key, size_t key_len,
+                        const uint8_t *key_hash, struct cdn_store_lease **out)
+{
     CDN_CHECK_MAGIC(s, STORE_MAGIC);
     if (key == NULL || key_len == 0)
         return CDN_EINVAL;
@@ -1892,7 +1912,10 @@ cdn_store_lookup(struct cdn_store *s, const char *key, size_t key_len, struct cd
     }
     struct cdn_store_lease *l = lease_new(s);
     uint8_t start[KEY_LEN] = {0};
-    cdn_sha256(key, key_len, start);
+    if (key_hash != NULL)
+        memcpy(start, key_hash, HASH_LEN);
+    else
+        cdn_sha256(key, key_len, start);
     /* A read-only transaction's cursor outlives a reset: renewing it allocates nothing. */
     MDB_cursor *c = rt->meta_cur;
     rc = c != NULL ? mdb_cursor_renew(rt->txn, c) : mdb_cursor_open(rt->txn, s->meta, &c);
@@ -2136,7 +2159,7 @@ cdn_store_put_commit(struct cdn_store_put *p, const struct cdn_store_meta *m,
         atomic_compare_exchange_strong(&p->err, &none, err);
     } else {
         rec_seal(op->data, op->len);
-        meta_key(m->key, m->key_len, m->vary, m->vary_len, op->mkey);
+        meta_key(m->key, m->key_len, m->key_hash, m->vary, m->vary_len, op->mkey);
     }
     submit(s, op);
 }
@@ -2175,7 +2198,7 @@ cdn_store_update(struct cdn_store *s, const struct cdn_store_meta *m, cdn_store_
         submit(s, op);
         return;
     }
-    meta_key(m->key, m->key_len, m->vary, m->vary_len, op->mkey);
+    meta_key(m->key, m->key_len, m->key_hash, m->vary, m->vary_len, op->mkey);
     submit(s, op);
 }
 
@@ -2185,7 +2208,7 @@ cdn_store_delete(struct cdn_store *s, const char *key, size_t key_len, const voi
 {
     CDN_CHECK_MAGIC(s, STORE_MAGIC);
     struct op *op = op_new(OP_DELETE, done, arg);
-    meta_key(key, key_len, vary, vary_len, op->mkey);
+    meta_key(key, key_len, NULL, vary, vary_len, op->mkey);
     op->pattern = cdn_malloc(key_len);
     memcpy(op->pattern, key, key_len);
     op->plen = key_len;

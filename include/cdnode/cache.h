@@ -58,9 +58,9 @@ struct cdn_hit {
  * Looks key up and selects the variant that matches the request's fields. Returns 0 with *hit
  * holding a lease (release with cdn_cache_hit_release), or CDN_ENOTFOUND with *vary_miss set when
  * variants exist but none matches. Store errors read as CDN_ENOTFOUND. `a` gives scratch memory
- * and the header array. Any thread.
+ * and the header array. key_hash: cdn_store_key_hash() of key, or NULL. Any thread.
  */
-int cdn_cache_lookup(struct cdn_cache *c, const char *key, size_t klen,
+int cdn_cache_lookup(struct cdn_cache *c, const char *key, size_t klen, const uint8_t *key_hash,
                      const struct cdn_hdrs *req, struct cdn_arena *a, struct cdn_hit *hit,
                      bool *vary_miss);
 /* Ends a hit's lease; NULL-safe on a zeroed hit. */
@@ -82,6 +82,7 @@ struct cdn_cache_sink_req {
     int64_t request_time;         /* wall seconds when the upstream request was made */
     const struct cdn_hit *reval;  /* the stored response being revalidated, or NULL (copied) */
     struct cdn_fetch *fetch;      /* the fetch the sink is made for, not yet submitted */
+    const uint8_t *key_hash;      /* cdn_store_key_hash() of key, or NULL (copied) */
 };
 
 /*

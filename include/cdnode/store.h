@@ -73,7 +73,15 @@ struct cdn_store_meta {
     int64_t response_time; /* wall seconds */
     int64_t expires_at;    /* wall seconds when it stops being fresh; 0 unknown; eviction hint */
     uint64_t body_size;    /* output only: put takes it from the bytes written */
+    /* input only (put, update), may be NULL: cdn_store_key_hash() of key, when the caller has it
+     * from its lookup, so the key is not hashed twice */
+    const uint8_t *key_hash;
 };
+
+/* Length of cdn_store_key_hash()'s output. */
+#define CDN_STORE_KEY_HASH_LEN 32
+/* The hash of a primary key the store files its variants under (SHA-256). */
+void cdn_store_key_hash(const char *key, size_t key_len, uint8_t out[CDN_STORE_KEY_HASH_LEN]);
 
 /*
  * Called on the writer thread when a queued write is settled. result >= 0: committed (for
@@ -129,6 +137,9 @@ void cdn_store_close(struct cdn_store *s);
  */
 int cdn_store_lookup(struct cdn_store *s, const char *key, size_t key_len,
                      struct cdn_store_lease **out);
+/* The same, given cdn_store_key_hash() of key (NULL: computed here). */
+int cdn_store_lookup_hashed(struct cdn_store *s, const char *key, size_t key_len,
+                            const uint8_t *key_hash, struct cdn_store_lease **out);
 /* Number of variants in the lease (>= 1). */
 unsigned cdn_store_lease_count(const struct cdn_store_lease *l);
 /* Variant i's metadata; it and every pointer in it live until the lease is released. */

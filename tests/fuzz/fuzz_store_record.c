@@ -205,7 +205,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cdn_hdrs_add_str(&req, "Accept-Language", "en");
     struct cdn_hit hit;
     bool vary_miss;
-    if (cdn_cache_lookup(cache, key, klen, &req, a, &hit, &vary_miss) == 0) {
+    if (cdn_cache_lookup(cache, key, klen, NULL, &req, a, &hit, &vary_miss) == 0) {
         check_meta(hit.meta, key, klen);
         for (size_t i = 0; i < hit.hdrs.n; i++) {
             const struct cdn_hdr *e = &hit.hdrs.v[i];

@@ -512,6 +512,46 @@ test_lease_recycled(void **state)
     assert_int_equal(cdn_store_lookup(s, "http://a.test/none", 18, &l), CDN_ENOTFOUND);
 }
 
+/* A caller's key hash (cdn_store_key_hash) files and finds objects as the store's own does. */
+static void
+test_key_hash_given(void **state)
+{
+    struct fx *f = *state;
+    struct cdn_store *s = open_fx(f);
+    const char *key = "http://a.test/hashed";
+    uint8_t h[CDN_STORE_KEY_HASH_LEN], want[CDN_STORE_KEY_HASH_LEN];
+    cdn_store_key_hash(key, strlen(key), h);
+    cdn_sha256(key, strlen(key), want);
+    assert_memory_equal(h, want, sizeof(h));
+
+    /* put with the hash; a lookup without it finds the object, one with it too */
+    struct cdn_store_meta m = meta(key, NULL);
+    m.key_hash = h;
+    assert_int_equal(put_sync(s, &m, "body", 4), 0);
+    struct cdn_store_lease *l;
+    assert_int_equal(cdn_store_lookup(s, key, strlen(key), &l), 0);
+    cdn_store_lease_release(l);
+    assert_int_equal(cdn_store_lookup_hashed(s, key, strlen(key), h, &l), 0);
+    cdn_store_lease_release(l);
+
+    /* update with the hash: the same record is rewritten */
+    struct cdn_store_meta u = meta(key, NULL);
+    u.key_hash = h;
+    u.response_time = 7000;
+    int r = 1;
+    cdn_store_update(s, &u, on_done, &r);
+    assert_int_equal(cdn_store_flush(s), 0);
+    assert_int_equal(r, 0);
+    assert_int_equal(cdn_store_lookup(s, key, strlen(key), &l), 0);
+    assert_int_equal(cdn_store_lease_meta(l, 0)->response_time, 7000);
+    cdn_store_lease_release(l);
+
+    /* a hash that is not the key's finds nothing: the hash alone places the lookup */
+    uint8_t other[CDN_STORE_KEY_HASH_LEN];
+    cdn_store_key_hash("http://a.test/other", 19, other);
+    assert_int_equal(cdn_store_lookup_hashed(s, key, strlen(key), other, &l), CDN_ENOTFOUND);
+}
+
 static void
 test_update_keeps_body(void **state)
 {
@@ -679,7 +719,7 @@ test_corrupt_record(void **state)
     const char *key = "http://a.test/c";
     assert_int_equal(put_str(s, key, NULL, "fine"), 0);
     uint8_t mk[KEY_LEN];
-    meta_key(key, strlen(key), NULL, 0, mk);
+    meta_key(key, strlen(key), NULL, NULL, 0, mk);
     static const char garbage[] = "this is not a metadata record at all, not even close......";
     raw_put(s, s->meta, mk, KEY_LEN, garbage, sizeof(garbage));
     assert_false(present(s, key));
@@ -759,7 +799,7 @@ test_foreign_version(void **state)
     le16_put(rec + 4, REC_VERSION + 1);
     rec_seal(rec, len); /* well-formed, just not ours */
     uint8_t mk[KEY_LEN];
-    meta_key(key, strlen(key), NULL, 0, mk);
+    meta_key(key, strlen(key), NULL, NULL, 0, mk);
     raw_put(s, s->meta, mk, KEY_LEN, rec, len);
     free(rec);
     assert_false(present(s, key));
@@ -791,7 +831,7 @@ test_restart(void **state)
     body_key(999999, 0, kb);
     raw_put(s, s->body, kb, BODY_KEY_LEN, "orphan", 6);
     uint8_t mk[KEY_LEN];
-    meta_key("http://a.test/bad", 17, NULL, 0, mk);
+    meta_key("http://a.test/bad", 17, NULL, NULL, 0, mk);
     raw_put(s, s->meta, mk, KEY_LEN, "junk", 4);
 
     reopen_fx(f);
@@ -1575,6 +1615,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_variants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_recycled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_keeps_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_hash_given, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_soft_purge, setup, teardown),
