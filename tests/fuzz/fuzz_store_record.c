@@ -168,9 +168,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         klen = f.key_len;
     }
     uint8_t mkey[KEY_LEN];
-    meta_key(key, klen, NULL, 0, mkey);
+    meta_key(key, klen, NULL, NULL, 0, mkey);
     if ((flags & 0x20) && fields)
-        meta_key(key, klen, f.vary, f.vary_len, mkey);
+        meta_key(key, klen, NULL, f.vary, f.vary_len, mkey);
     else
         memcpy(mkey + HASH_LEN, suffix, KEY_LEN - HASH_LEN);
 
