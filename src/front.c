@@ -232,8 +232,7 @@ struct req {
     /* cache */
     const char *key;
     size_t klen;
-    uint8_t key_hash[CDN_STORE_KEY_HASH_LEN]; /* cdn_store_key_hash(key), when has_key_hash */
-    bool has_key_hash;
+    uint8_t key_hash[CDN_STORE_KEY_HASH_LEN]; /* cdn_store_key_hash(key), set with key */
     struct cdn_hit hit;          /* lease held until the request is freed */
     struct cdn_decide_out dec;
     const char *fwd;             /* Cache-Status fwd value when forwarded */
@@ -711,7 +710,7 @@ make_fetch(struct req *r, const char *method, bool for_cache)
             .request_time = cdn_wall_s(),
             .reval = r->hit.lease ? &r->hit : NULL,
             .fetch = f,
-            .key_hash = r->has_key_hash ? r->key_hash : NULL,
+            .key_hash = r->key ? r->key_hash : NULL,
         };
         struct cdn_fetch_sink sink;
         cdn_cache_sink(fe->cache, &sr, &sink);
@@ -1171,7 +1170,6 @@ route_cacheable(struct req *r, const char *method)
     }
     /* Hashed once: the lookup and, for a miss or a revalidation, the store's write use it. */
     cdn_store_key_hash(r->key, r->klen, r->key_hash);
-    r->has_key_hash = true;
     bool vary_miss = false;
     int64_t now = cdn_wall_s();
     bool found = cdn_cache_lookup(fe->cache, r->key, r->klen, r->key_hash, &r->hdrs, r->arena,

@@ -1912,10 +1912,7 @@ cdn_store_lookup_hashed(struct cdn_store *s, const char *key, size_t key_len,
     }
     struct cdn_store_lease *l = lease_new(s);
     uint8_t start[KEY_LEN] = {0};
-    if (key_hash != NULL)
-        memcpy(start, key_hash, HASH_LEN);
-    else
-        cdn_sha256(key, key_len, start);
+    meta_key(key, key_len, key_hash, NULL, 0, start); /* at or before every variant of key */
     /* A read-only transaction's cursor outlives a reset: renewing it allocates nothing. */
     MDB_cursor *c = rt->meta_cur;
     rc = c != NULL ? mdb_cursor_renew(rt->txn, c) : mdb_cursor_open(rt->txn, s->meta, &c);
