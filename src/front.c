@@ -847,6 +847,22 @@ add_fields(struct MHD_Response *resp, const struct cdn_hdrs *h, const char *cons
     }
 }
 
+/*
+ * Representation metadata a 304 does not repeat (RFC 9110 §15.4.5: a sender SHOULD NOT generate
+ * it beyond the listed fields; Last-Modified stays, as a validator for caches without an ETag).
+ * A cache updating from the 304 keeps its stored values of these. Accept-Ranges describes a body
+ * the 304 has none of. Appends them to skip at *ns.
+ */
+#define NOT_IN_304 4
+static void
+skip_not_in_304(const char **skip, size_t *ns)
+{
+    static const char *const names[NOT_IN_304] = {"Content-Type", "Content-Encoding",
+                                                  "Content-Language", "Accept-Ranges"};
+    for (size_t i = 0; i < NOT_IN_304; i++)
+        skip[(*ns)++] = names[i];
+}
+
 static ssize_t
 gunzip_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -1015,7 +1031,7 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
     /* The stored Age is an input to the age we send; a stored Content-Range is only replaced
      * when we answer a range ourselves; purge tags stay here unless configured otherwise; an
      * inflated body has no Content-Encoding and only a weak validator. */
-    const char *skip[10];
+    const char *skip[8 + NOT_IN_304];
     size_t ns = 0;
     skip[ns++] = "Age";
     skip[ns++] = CDN_IDENTITY_LENGTH_FIELD;
@@ -1033,6 +1049,8 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
         if (weak)
             MHD_add_response_header(resp, "ETag", weak);
     }
+    if (status == 304)
+        skip_not_in_304(skip, &ns);
     skip[ns] = NULL;
     add_fields(resp, h, skip);
     if (rr != CDN_RANGE_FULL) {
@@ -1117,9 +1135,17 @@ queue_forwarded(struct req *r, const char *method)
     /* The stored copy will be gzip and negotiated on Accept-Encoding: say so from the start. */
     if (cdn_fetch_stored_gzip(f) && !cdn_vary_lists(in, "Accept-Encoding"))
         cdn_hdrs_add_str(&out, "Vary", "Accept-Encoding");
-    static const char *const skip[] = {"Surrogate-Key", "Cache-Tag", CDN_IDENTITY_LENGTH_FIELD,
-                                       NULL};
-    add_fields(resp, &out, fe->cfg->strip_cache_tags ? skip : skip + 2);
+    const char *skip[3 + NOT_IN_304 + 1];
+    size_t ns = 0;
+    skip[ns++] = CDN_IDENTITY_LENGTH_FIELD;
+    if (fe->cfg->strip_cache_tags) {
+        skip[ns++] = "Surrogate-Key";
+        skip[ns++] = "Cache-Tag";
+    }
+    if (answer == 304)
+        skip_not_in_304(skip, &ns);
+    skip[ns] = NULL;
+    add_fields(resp, &out, skip);
     char num[CDN_I64_CHARS];
     cdn_fmt_i64(num, status);
     add_hop_fields(r, resp,

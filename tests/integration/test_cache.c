@@ -452,16 +452,37 @@ test_revalidate_304(void **state)
     H_PASS(t);
 }
 
+/* A 304 to the client: no representation metadata (RFC 9110 §15.4.5), but its validator and
+ * freshness fields. The 200s of these tests carry Content-Type and Accept-Ranges. */
+static void
+expect_no_304_metadata(const struct h_resp *r, const char *what)
+{
+    static const char *const absent[] = {"Content-Type", "Content-Encoding", "Content-Language",
+                                         "Accept-Ranges"};
+    for (size_t i = 0; i < sizeof(absent) / sizeof(absent[0]); i++)
+        if (h_header(r, absent[i]) != NULL)
+            fail_msg("%s: %s: %s (a 304 does not repeat it)", what, absent[i],
+                     h_header(r, absent[i]));
+    static const char *const present[] = {"ETag", "Cache-Control", "Date"};
+    for (size_t i = 0; i < sizeof(present) / sizeof(present[0]); i++)
+        if (h_header(r, present[i]) == NULL)
+            fail_msg("%s: no %s", what, present[i]);
+}
+
 /* 5. Client conditionals and ranges answered from the store. */
 static void
 test_client_conditionals(void **state)
 {
     struct h_test *t = *state;
     start_node(t);
-    const char *u = "/c1?cc=max-age=60&etag=v2&body=0123456789";
+    const char *u =
+        "/c1?cc=max-age=60&etag=v2&h=Accept-Ranges:bytes&h=Content-Language:en&body=0123456789";
     struct h_resp r;
     get_body(t, u, NULL, "0123456789", &r);
     EXPECT_CS(&r, "stored");
+    if (!h_header(&r, "Content-Type") || !h_header(&r, "Accept-Ranges") ||
+        !h_header(&r, "Content-Language"))
+        fail_msg("the 200 lacks a field the 304s below must leave out");
     h_resp_free(&r);
 
     struct h_conn c;
@@ -476,6 +497,19 @@ test_client_conditionals(void **state)
     const char *cl = h_header(&r, "Content-Length");
     if (cl == NULL || strcmp(cl, "10") != 0)
         fail_msg("304 from cache: Content-Length %s (expected 10)", cl ? cl : "(absent)");
+    /* Representation metadata stays out of a 304 (RFC 9110 §15.4.5); validators and caching
+     * fields stay in. */
+    expect_no_304_metadata(&r, "304 from cache");
+    h_resp_free(&r);
+    /* The same for a 304 answered to a miss (the origin's 200 goes to the store). */
+    const char *u2 =
+        "/c1b?cc=max-age=60&etag=v2&h=Accept-Ranges:bytes&h=Content-Language:en&body=0123456789";
+    exchange(&c, t->node.port, "GET", u2, "If-None-Match: \"v2\"\r\n", &r);
+    if (r.status != 304)
+        fail_msg("If-None-Match on a miss: status %d, Cache-Status \"%s\"", r.status,
+                 h_cache_status(&r));
+    EXPECT_CS(&r, "stored");
+    expect_no_304_metadata(&r, "304 to a miss");
     h_resp_free(&r);
     /* No body followed the 304: the next response on the connection parses cleanly. */
     exchange(&c, t->node.port, "GET", u, "If-None-Match: \"other\"\r\n", &r);
