@@ -208,20 +208,25 @@ type_matches(const char *m, size_t n, const char *entry)
         size_t tlen = (size_t)(slash - m);
         return tlen == elen - 2 && cdn_case_eq(m, entry, tlen);
     }
-    return cdn_name_eq(m, n, entry);
+    return elen == n && cdn_case_eq(m, entry, n);
 }
 
 bool
 cdn_should_compress(int status, const struct cdn_hdrs *resp, int64_t content_length,
                     size_t min_size, const char *const *types, size_t ntypes)
 {
-    if (status != 200 || cdn_content_coding(resp) != CDN_CODING_IDENTITY)
+    if (status != 200 || (content_length >= 0 && (uint64_t)content_length < min_size))
         return false;
-    if (content_length >= 0 && (uint64_t)content_length < min_size)
+    /* The type first: it turns most responses away, and the coding is a scan of its own. */
+    const struct cdn_hdr *ct = NULL;
+    for (size_t i = 0; i < resp->n; i++)
+        if (cdn_name_eq(resp->v[i].name, resp->v[i].nlen, "Content-Type")) {
+            if (ct)
+                return false; /* more than one */
+            ct = &resp->v[i];
+        }
+    if (ct == NULL)
         return false;
-    if (cdn_hdrs_count(resp, "Content-Type") != 1)
-        return false;
-    const struct cdn_hdr *ct = cdn_hdrs_get(resp, "Content-Type");
     const char *s = ct->value, *end = ct->value + ct->vlen;
     while (s < end && is_ows(*s))
         s++;
@@ -237,9 +242,8 @@ cdn_should_compress(int status, const struct cdn_hdrs *resp, int64_t content_len
     size_t i = 0;
     while (i < ntypes && !type_matches(s, n, types[i]))
         i++;
-    if (i == ntypes)
+    if (i == ntypes || cdn_content_coding(resp) != CDN_CODING_IDENTITY)
         return false;
-    /* Last: most responses are already out at the type. */
     struct cdn_cc cc;
     cdn_cc_from_hdrs(resp, "Cache-Control", &cc);
     return !cc.no_transform;
