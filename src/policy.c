@@ -727,23 +727,31 @@ cdn_eval_conditionals(const char *method, const struct cdn_hdrs *req, const stru
     /* Most requests have none: then the stored validators are not even parsed. */
     if (st->status < 200 || st->status > 299 || !has_conditional(req))
         return CDN_COND_PROCEED;
-    const struct cdn_hdr *etag = cdn_hdrs_get(st->hdrs, "ETag");
+    /* Each stored validator is looked up or parsed only when a condition asks for it: with
+     * If-None-Match, the usual revalidation, Last-Modified is never parsed (§13.2.2 ignores
+     * If-Modified-Since then). */
+    const struct cdn_hdr *etag = NULL;
+    bool match = cdn_hdrs_get(req, "If-Match") != NULL;
+    bool none_match = cdn_hdrs_get(req, "If-None-Match") != NULL;
+    if (match || none_match)
+        etag = cdn_hdrs_get(st->hdrs, "ETag");
     int64_t ref = st->response_time, lm, when;
-    bool has_lm = date_field(st->hdrs, "Last-Modified", ref, &lm);
-    if (cdn_hdrs_get(req, "If-Match") != NULL) {
+    if (match) {
         if (!etag_list_match(req, "If-Match", etag, false))
             return CDN_COND_412;
-    } else if (has_lm && cond_date(req, "If-Unmodified-Since", ref, &when) && lm > when) {
+    } else if (cond_date(req, "If-Unmodified-Since", ref, &when) &&
+               date_field(st->hdrs, "Last-Modified", ref, &lm) && lm > when) {
         return CDN_COND_412;
     }
-    if (cdn_hdrs_get(req, "If-None-Match") != NULL) {
+    if (none_match) {
         if (!etag_list_match(req, "If-None-Match", etag, true))
             return CDN_COND_PROCEED;
         return get_or_head(method) ? CDN_COND_304 : CDN_COND_412;
     }
     if (get_or_head(method) && cond_date(req, "If-Modified-Since", ref, &when)) {
-        int64_t last = lm;
-        if (!has_lm && !date_field(st->hdrs, "Date", ref, &last))
+        int64_t last;
+        if (!date_field(st->hdrs, "Last-Modified", ref, &last) &&
+            !date_field(st->hdrs, "Date", ref, &last))
             last = st->response_time;
         if (last <= when)
             return CDN_COND_304;
