@@ -439,11 +439,13 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
         return CDN_SINK_SKIP;
     }
     int64_t now = cdn_wall_s();
+    /* The stored list points at the response's strings, which live in the fetch's arena: the
+     * fetch ends the sink before it frees that, and the commit takes copies (sink_end).
+     * Stripping below only drops lines and adds new ones. */
     struct cdn_hdrs *kept = &s->kept;
     cdn_hdrs_init(kept, s->arena);
     for (size_t i = 0; i < resp->n; i++)
-        cdn_hdrs_add_copy(kept, resp->v[i].name, resp->v[i].nlen, resp->v[i].value,
-                          resp->v[i].vlen);
+        cdn_hdrs_add(kept, resp->v[i].name, resp->v[i].nlen, resp->v[i].value, resp->v[i].vlen);
     /* Ours only, never from upstream; not a directive line, so cc still holds for kept. */
     cdn_hdrs_remove(kept, CDN_IDENTITY_LENGTH_FIELD);
     targeted = cdn_policy_strip_keep_cc(kept, &s->c->popts, &cc, targeted);
