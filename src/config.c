@@ -888,6 +888,13 @@ same_listener(const char *a, const char *b)
     return na[0] == '\0' || nb[0] == '\0' || strcmp(na, nb) == 0;
 }
 
+size_t
+cdn_config_max_request_head(const struct cdn_config *c)
+{
+    size_t taken = c->max_origin_headers + CDN_RESPONSE_HEAD_RESERVE;
+    return c->connection_memory > taken ? c->connection_memory - taken : 0;
+}
+
 int
 cdn_config_check(const struct cdn_config *c, char *err, size_t errlen)
 {
@@ -897,6 +904,14 @@ cdn_config_check(const struct cdn_config *c, char *err, size_t errlen)
     if (c->n_origins + c->n_parents > CDN_MAX_ORIGINS)
         return errf(err, errlen, "origin and parent: at most %d upstreams in all, got %zu",
                     CDN_MAX_ORIGINS, c->n_origins + c->n_parents);
+    if (c->connection_memory < c->max_origin_headers + CDN_RESPONSE_HEAD_RESERVE ||
+        cdn_config_max_request_head(c) < CDN_MIN_REQUEST_HEAD)
+        return errf(err, errlen,
+                    "connection_memory (%zu bytes) must hold max_origin_headers (%zu) plus %d "
+                    "for the node's own response fields and at least %d for a request's head: "
+                    "lower max_origin_headers or raise connection_memory",
+                    c->connection_memory, c->max_origin_headers, CDN_RESPONSE_HEAD_RESERVE,
+                    CDN_MIN_REQUEST_HEAD);
     if (c->listen_tls != NULL) {
         if (c->tls_cert == NULL || c->tls_key == NULL)
             return errf(err, errlen, "listen_tls requires tls_cert and tls_key");

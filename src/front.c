@@ -1418,6 +1418,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         struct cdn_request_limits lim = {
             .max_body = fe->cfg->max_request_body,
             .max_target = 8192,
+            .max_head = cdn_config_max_request_head(fe->cfg),
         };
         const char *reason = NULL;
         int st = cdn_request_validate(method, version, r->raw_uri, &r->hdrs, r->tls, &lim,

@@ -315,6 +315,28 @@ check_host(const struct cdn_hdrs *hdrs, bool http10, const char *scheme, struct 
     return 0;
 }
 
+/* What libmicrohttpd 0.9.75 keeps per header field (struct MHD_HTTP_Header, aligned), and per
+ * cookie it parses out of a Cookie field. */
+#define FIELD_BOOKKEEPING 64
+
+size_t
+cdn_request_head_memory(const char *method, const char *version, const char *url,
+                        const struct cdn_hdrs *hdrs)
+{
+    size_t n = strlen(method) + 1 + strlen(url) + 1 + strlen(version) + 2;
+    for (size_t i = 0; i < hdrs->n; i++) {
+        const struct cdn_hdr *f = &hdrs->v[i];
+        n += f->nlen + 2 + f->vlen + 2 + FIELD_BOOKKEEPING;
+        if (cdn_name_eq(f->name, f->nlen, "Cookie")) {
+            n += f->vlen + 1 + FIELD_BOOKKEEPING;
+            for (size_t j = 0; j < f->vlen; j++)
+                if (f->value[j] == ';')
+                    n += FIELD_BOOKKEEPING;
+        }
+    }
+    return n;
+}
+
 int
 cdn_request_validate(const char *method, const char *version, const char *url,
                      const struct cdn_hdrs *hdrs, bool tls, const struct cdn_request_limits *limits,
@@ -342,6 +364,11 @@ cdn_request_validate(const char *method, const char *version, const char *url,
     if (strlen(url) > limits->max_target) {
         *reason = "request-target too long";
         return 414;
+    }
+    if (limits->max_head > 0 &&
+        cdn_request_head_memory(method, version, url, hdrs) > limits->max_head) {
+        *reason = "request header fields too large";
+        return 431;
     }
     int st;
     if ((st = check_fields(hdrs, reason)) != 0)

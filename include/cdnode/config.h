@@ -134,9 +134,21 @@ int cdn_config_set(struct cdn_config *c, const char *key, const char *value, cha
 int cdn_config_load(struct cdn_config *c, const char *path, char *err, size_t errlen);
 /*
  * Checks cross-key rules after everything is set (at least one origin, TLS files present with
- * listen_tls, ...). Returns 0 or CDN_EINVAL with the reason in err.
+ * listen_tls, room for a request's head in connection_memory, ...). Returns 0 or CDN_EINVAL with
+ * the reason in err.
  */
 int cdn_config_check(const struct cdn_config *c, char *err, size_t errlen);
+/*
+ * A client connection's memory (connection_memory) holds the request's head and then the
+ * response's header block: the origin's fields (at most max_origin_headers) and ours and the
+ * front end's, for which CDN_RESPONSE_HEAD_RESERVE is kept. What is left is the most a request's
+ * head may take (request.h cdn_request_head_memory; beyond it: 431). cdn_config_check() wants at
+ * least CDN_MIN_REQUEST_HEAD left.
+ */
+#define CDN_RESPONSE_HEAD_RESERVE 1024
+#define CDN_MIN_REQUEST_HEAD 4096
+size_t cdn_config_max_request_head(const struct cdn_config *c);
+
 /* Releases every string c owns; c may be reused after cdn_config_defaults(). */
 void cdn_config_free(struct cdn_config *c);
 

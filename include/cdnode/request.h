@@ -32,12 +32,23 @@ struct cdn_request_info {
 struct cdn_request_limits {
     size_t max_body;       /* Content-Length above it: 413 */
     size_t max_target;     /* request-target longer: 414 */
+    size_t max_head;       /* cdn_request_head_memory() above it: 431; 0 for no limit */
 };
+
+/*
+ * Memory a request's head takes in the connection's pool of libmicrohttpd 0.9.75: the request
+ * line and each field as received, 64 bytes of bookkeeping per field, and a Cookie field once
+ * more with 64 bytes per cookie (the library parses cookies into a copy of their own). The rest
+ * of the pool has to hold the response's header block, or the library closes the connection
+ * without a response.
+ */
+size_t cdn_request_head_memory(const char *method, const char *version, const char *url,
+                               const struct cdn_hdrs *hdrs);
 
 /*
  * Validates and extracts. `url` is the request-target exactly as received (path + query, or
  * absolute-form). `tls` tells the scheme of origin-form targets. Returns 0 with *info filled, or
- * the HTTP status to answer (400, 413, 414, 501) with *reason set to a static one-line text:
+ * the HTTP status to answer (400, 413, 414, 431, 501) with *reason set to a static one-line text:
  *  - method not a token (400); version other than exactly "HTTP/1.0" or "HTTP/1.1" (505 is not
  *    used: 400); CONNECT (501: this node does not tunnel); any other token method is accepted
  *  - a field name with a character outside tchar, e.g. "X-Bad " (400)
@@ -55,6 +66,7 @@ struct cdn_request_limits {
  *  - request-target not starting with '/' in origin-form, "*" with a method other than OPTIONS,
  *    a byte <= 0x20 or 0x7f, or a '#' (400)
  *  - request-target (strlen(url)) longer than limits->max_target (414)
+ *  - a head taking more than limits->max_head of the connection's memory (431), unless 0
  *  - Content-Length above limits->max_body (413), checked after everything above
  * info->host and info->target live in `arena`; info->scheme is a static string. On a non-zero
  * return *info holds nothing meaningful.

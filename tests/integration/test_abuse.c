@@ -1,7 +1,8 @@
 /*
  * Abusive clients seen from outside the node: slow request heads (request_head_timeout),
- * connections beyond connection_limit (plain and TLS), a body far over max_request_body, and a
- * long pipeline on one connection.
+ * connections beyond connection_limit (plain and TLS), a body far over max_request_body, request
+ * heads that would leave no room in a connection's memory for the response, and a long pipeline
+ * on one connection.
  *
  * Each test writes its options to a config file passed with -c. Every loop is bounded by a count
  * and a deadline; waits poll what the test can observe (readability of sockets, responses).
@@ -406,6 +407,88 @@ test_body_limit(void **state)
     H_PASS(t);
 }
 
+#define BIG_FIELD 1800 /* three origin fields of this many bytes: about 5.5k of 6k */
+
+/*
+ * connection_memory = 16k, max_origin_headers = 6k: a request's head may take 16384 - 6144 - 1024
+ * = 9216 bytes of the front end's pool. GETs of one object whose response carries 5.5k of origin
+ * fields, with a Cookie growing from 1,000 to 3,000 bytes in steps of 100 (a cookie takes twice
+ * its size there): each is answered, with 200 and every origin field while the head fits, and
+ * with 431 and a closed connection past it; never a connection closed without a response (what
+ * happens when the response's header block no longer fits the pool). Both answers occur. The
+ * origin sees one request: a refused head is not forwarded.
+ */
+static void
+test_head_memory(void **state)
+{
+    struct h_test *t = *state;
+    h_node_start_conf(t, "abusenode", "head.conf",
+                      "connection_memory = 16k\nmax_origin_headers = 6k\n");
+    static char target[4 * BIG_FIELD + 256], cookie[3100];
+    int n = snprintf(target, sizeof(target), "/hm?cc=max-age=60&body=ok");
+    for (int k = 0; k < 3; k++) {
+        n += snprintf(target + n, sizeof(target) - (size_t)n, "&h=X-Big-%d:", k);
+        memset(target + n, 'a' + k, BIG_FIELD);
+        n += BIG_FIELD;
+        target[n] = '\0';
+    }
+    int ok = 0, refused = 0;
+    for (int size = 1000; size <= 3000; size += 100) {
+        memset(cookie, 'c', (size_t)size);
+        cookie[size] = '\0';
+        char *req = NULL;
+        if (asprintf(&req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: k=%s\r\n\r\n", target,
+                     cookie) < 0)
+            fail_msg("out of memory");
+        struct h_resp r;
+        int rc = h_request(t->node.port, req, strlen(req), false, 0, &r);
+        free(req);
+        if (rc != 0)
+            fail_msg("cookie of %d bytes: the connection closed without a response", size);
+        if (r.status == 200) {
+            if (refused > 0)
+                fail_msg("cookie of %d bytes: 200 after a smaller one got 431", size);
+            for (int k = 0; k < 3; k++) {
+                char name[16];
+                snprintf(name, sizeof(name), "X-Big-%d", k);
+                const char *v = h_header(&r, name);
+                if (v == NULL || strlen(v) != BIG_FIELD)
+                    fail_msg("cookie of %d bytes: %s %s", size, name, v ? "cut short" : "missing");
+            }
+            ok++;
+        } else if (r.status == 431) {
+            refused++;
+        } else {
+            fail_msg("cookie of %d bytes: status %d (expected 200 or 431)", size, r.status);
+        }
+        h_resp_free(&r);
+    }
+    printf("abuse: head memory: %d answered 200, %d refused with 431\n", ok, refused);
+    if (ok == 0 || refused == 0)
+        fail_msg("expected both answers over the sweep: %d 200, %d 431", ok, refused);
+    assert_int_equal(h_origin_count(t, "/hm"), 1);
+
+    /* Many small fields take the pool too: 200 of them (64 bytes of bookkeeping each). */
+    struct h_conn c;
+    assert_int_equal(h_conn_open(&c, t->node.port), 0);
+    if (h_conn_sendf(&c, "GET /hm2?body=x HTTP/1.1\r\nHost: 127.0.0.1\r\n") != 0)
+        fail_msg("send failed");
+    for (int i = 0; i < 200; i++)
+        if (h_conn_sendf(&c, "X-F%d: v\r\n", i) != 0)
+            fail_msg("send failed at field %d", i);
+    struct h_resp r;
+    if (h_conn_sendf(&c, "\r\n") != 0 || h_read_response(&c, &r, false, 5000) != 0)
+        fail_msg("200 fields: no response");
+    if (r.status != 431)
+        fail_msg("200 fields: status %d (expected 431)", r.status);
+    if (!h_conn_wait_closed(&c, 2000))
+        fail_msg("200 fields: the connection stayed open after the 431");
+    h_resp_free(&r);
+    h_conn_close(&c);
+    assert_int_equal(h_origin_count(t, "/hm2"), 0);
+    H_PASS(t);
+}
+
 #ifdef CDNODE_SANITIZED
 #define N_PIPE 2000 /* ASan and UBSan slow the node several times over */
 #else
@@ -578,6 +661,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_connection_limit, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_tls_limits, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_body_limit, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_head_memory, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_pipelining, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trusted_hops, h_setup, h_teardown),
     };

@@ -1008,6 +1008,18 @@ test_check(void **state)
          "listen and listen_tls must differ (got '127.0.0.1:8080' and '127.0.0.1:8080')"},
         {{"listen_tls", ":9090", "tls_cert", "@CERT", "tls_key", "@KEY"},
          "listen_tls and admin_listen must differ (got ':9090' and '127.0.0.1:9090')"},
+        /* connection_memory holds a request's head (>= 4k) and the response's header block. */
+        {{"max_origin_headers", "24k"}, NULL},
+        {{"connection_memory", "16k", "max_origin_headers", "11k"}, NULL},
+        {{"connection_memory", "16k"},
+         "connection_memory (16384 bytes) must hold max_origin_headers (16384) plus 1024 for the "
+         "node's own response fields and at least 4096 for a request's head: lower "
+         "max_origin_headers or raise connection_memory"},
+        {{"connection_memory", "16k", "max_origin_headers", "12k"},
+         "connection_memory (16384 bytes) must hold max_origin_headers (12288) plus 1024 for the "
+         "node's own response fields and at least 4096 for a request's head: lower "
+         "max_origin_headers or raise connection_memory"},
+        {{"connection_memory", "8k", "max_origin_headers", "3k"}, NULL},
     };
     for (size_t i = 0; i < CDN_ARRAY_LEN(cases); i++) {
         struct cdn_config c;

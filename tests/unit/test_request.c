@@ -437,6 +437,43 @@ test_limits(void **state)
     run_cases(cases, CDN_ARRAY_LEN(cases));
 }
 
+/* The memory a head takes in the front end's pool, and the 431 past limits.max_head. */
+static void
+test_head_memory(void **state)
+{
+    (void)state;
+    struct cdn_arena *a = cdn_arena_new(0);
+    struct cdn_hdrs h;
+    cdn_hdrs_init(&h, a);
+    cdn_hdrs_add_str(&h, "Host", "h");
+    /* "GET / HTTP/1.1\r\n" is 16; "Host: h\r\n" 9 plus 64 of bookkeeping. */
+    assert_int_equal(cdn_request_head_memory("GET", "HTTP/1.1", "/", &h), 16 + 9 + 64);
+    /* A Cookie counts twice, plus 64 per cookie: "Cookie: a=1; b=2\r\n" is 18 + 64, its
+     * parsed copy 9 + 2 * 64. Names compare case-insensitively. */
+    cdn_hdrs_add_str(&h, "cookie", "a=1; b=2");
+    size_t want = 16 + 9 + 64 + 18 + 64 + 9 + 2 * 64;
+    assert_int_equal(cdn_request_head_memory("GET", "HTTP/1.1", "/", &h), want);
+    /* Another field is counted once. */
+    cdn_hdrs_add_str(&h, "X-Cookie", "a=1; b=2");
+    want += 20 + 64;
+    assert_int_equal(cdn_request_head_memory("GET", "HTTP/1.1", "/", &h), want);
+
+    struct cdn_request_limits lim = limits;
+    struct cdn_request_info info;
+    const char *reason = NULL;
+    lim.max_head = want;
+    assert_int_equal(
+        cdn_request_validate("GET", "HTTP/1.1", "/", &h, false, &lim, a, &info, &reason), 0);
+    lim.max_head = want - 1;
+    assert_int_equal(
+        cdn_request_validate("GET", "HTTP/1.1", "/", &h, false, &lim, a, &info, &reason), 431);
+    assert_string_equal(reason, "request header fields too large");
+    lim.max_head = 0; /* no limit */
+    assert_int_equal(
+        cdn_request_validate("GET", "HTTP/1.1", "/", &h, false, &lim, a, &info, &reason), 0);
+    cdn_arena_free(a);
+}
+
 /* Names with an embedded NUL cannot be written in the tables above. */
 static void
 test_nul_in_name(void **state)
@@ -498,15 +535,11 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_line),
-        cmocka_unit_test(test_fields),
-        cmocka_unit_test(test_framing),
-        cmocka_unit_test(test_host),
-        cmocka_unit_test(test_target),
-        cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_nul_in_name),
-        cmocka_unit_test(test_info_in_arena),
-        cmocka_unit_test(test_method_idempotent),
+        cmocka_unit_test(test_request_line),  cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_framing),       cmocka_unit_test(test_host),
+        cmocka_unit_test(test_target),        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_head_memory),   cmocka_unit_test(test_nul_in_name),
+        cmocka_unit_test(test_info_in_arena), cmocka_unit_test(test_method_idempotent),
     };
     return cmocka_run_group_tests_name("request", tests, NULL, NULL);
 }
