@@ -913,6 +913,22 @@ identity_length(const struct cdn_hdrs *h)
 }
 
 /*
+ * Whether a response with fields h, and the node's own (CDN_RESPONSE_HEAD_RESERVE), fits the
+ * connection's memory beside the request's head: libmicrohttpd closes the connection without an
+ * answer when its header block does not. Validation refuses heads that would leave too little
+ * room for any origin header block within max_origin_headers; a stored block can be larger (a
+ * 304 merged into it, or stored under a larger max_origin_headers).
+ */
+static bool
+head_fits(const struct req *r, const struct cdn_hdrs *h)
+{
+    size_t need = r->info.head_memory + CDN_RESPONSE_HEAD_RESERVE;
+    for (size_t i = 0; i < h->n; i++)
+        need += h->v[i].nlen + 2 + h->v[i].vlen + 2;
+    return need <= r->fe->cfg->connection_memory;
+}
+
+/*
  * Serves the stored response of r->hit with fields `h` (the stored ones, or freshened by a 304):
  * client conditionals, then Range, then the body straight from the lease. `cs` is our
  * Cache-Status member without the ttl, which is added here.
@@ -923,6 +939,8 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
 {
     struct cdn_front *fe = r->fe;
     struct cdn_hit *hit = &r->hit;
+    if (!head_fits(r, h))
+        return queue_text(r, 502, "stored response header block too large for this request", false);
     struct cdn_stored st = hit->st;
     st.hdrs = h;
     st.request_time = request_time;
@@ -1079,6 +1097,8 @@ queue_forwarded(struct req *r, const char *method)
     bool head = strcmp(method, "HEAD") == 0;
     bool stored = cdn_fetch_storing(f);
     const struct cdn_hdrs *in = cdn_fetch_resp_headers(f);
+    if (!head_fits(r, in))
+        return queue_text(r, 502, "origin response header block too large for this request", false);
     if (stored)
         atomic_fetch_add(&fe->n_stored, 1);
     /* A cache fetch went up without the client's conditionals: answer them here. */

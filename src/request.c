@@ -365,8 +365,8 @@ cdn_request_validate(const char *method, const char *version, const char *url,
         *reason = "request-target too long";
         return 414;
     }
-    if (limits->max_head > 0 &&
-        cdn_request_head_memory(method, version, url, hdrs) > limits->max_head) {
+    info->head_memory = cdn_request_head_memory(method, version, url, hdrs);
+    if (limits->max_head > 0 && info->head_memory > limits->max_head) {
         *reason = "request header fields too large";
         return 431;
     }

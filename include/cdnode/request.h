@@ -27,6 +27,7 @@ struct cdn_request_info {
     bool chunked;          /* Transfer-Encoding: chunked */
     bool has_body;         /* content_length > 0 or chunked */
     bool http10;           /* HTTP/1.0 request */
+    size_t head_memory;    /* cdn_request_head_memory() of the request */
 };
 
 struct cdn_request_limits {

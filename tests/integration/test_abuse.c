@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -489,6 +490,62 @@ test_head_memory(void **state)
     H_PASS(t);
 }
 
+/*
+ * A stored header block larger than max_origin_headers (stored under a larger one; a 304's fields
+ * merged into it do the same): an object with 5.5k of origin fields is stored with
+ * max_origin_headers = 6k, and the node restarted on the same store with 2k. A request whose head
+ * is within the new limit but leaves too little room for that block gets 502 with a reason, not
+ * a closed connection; a smaller one gets the HIT with every field. The origin sees one request.
+ */
+static void
+test_head_memory_stored(void **state)
+{
+    struct h_test *t = *state;
+    const char *conf = "connection_memory = 16k\nmax_origin_headers = 6k\n";
+    h_node_start_conf(t, "abusenode", "stored1.conf", conf);
+    static char target[4 * BIG_FIELD + 256], req[4 * BIG_FIELD + 4096];
+    int n = snprintf(target, sizeof(target), "/hs?cc=max-age=600&body=ok");
+    for (int k = 0; k < 3; k++) {
+        n += snprintf(target + n, sizeof(target) - (size_t)n, "&h=X-Big-%d:", k);
+        memset(target + n, 'a' + k, BIG_FIELD);
+        n += BIG_FIELD;
+        target[n] = '\0';
+    }
+    struct h_resp r;
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target);
+    if (h_request(t->node.port, req, strlen(req), false, 0, &r) != 0 || r.status != 200 ||
+        !h_cache_status_has(&r, "stored"))
+        fail_msg("first GET: status %d, Cache-Status \"%s\"", r.status, h_cache_status(&r));
+    h_resp_free(&r);
+    h_proc_stop(&t->node.proc, SIGTERM, 10000);
+    h_node_start_conf(t, "abusenode", "stored2.conf",
+                      "connection_memory = 16k\nmax_origin_headers = 2k\n");
+
+    static char cookie[2600];
+    memset(cookie, 'c', 2500);
+    cookie[2500] = '\0';
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: k=%s\r\n\r\n", target,
+             cookie);
+    if (h_request(t->node.port, req, strlen(req), false, 0, &r) != 0)
+        fail_msg("GET with a 2,500-byte cookie: the connection closed without a response");
+    if (r.status != 502 || r.body == NULL || strstr(r.body, "header block too large") == NULL)
+        fail_msg("GET with a 2,500-byte cookie: status %d, body \"%s\" (expected 502 and why)",
+                 r.status, r.body ? r.body : "(none)");
+    h_resp_free(&r);
+
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target);
+    if (h_request(t->node.port, req, strlen(req), false, 0, &r) != 0 || r.status != 200)
+        fail_msg("GET without a cookie after the restart: status %d", r.status);
+    if (!h_cache_status_has(&r, "hit"))
+        fail_msg("GET without a cookie after the restart: Cache-Status \"%s\"", h_cache_status(&r));
+    const char *v = h_header(&r, "X-Big-2");
+    if (v == NULL || strlen(v) != BIG_FIELD)
+        fail_msg("the HIT lacks a stored field");
+    h_resp_free(&r);
+    assert_int_equal(h_origin_count(t, "/hs"), 1);
+    H_PASS(t);
+}
+
 #ifdef CDNODE_SANITIZED
 #define N_PIPE 2000 /* ASan and UBSan slow the node several times over */
 #else
@@ -662,6 +719,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_tls_limits, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_body_limit, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_head_memory, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_head_memory_stored, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_pipelining, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_trusted_hops, h_setup, h_teardown),
     };
