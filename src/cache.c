@@ -213,8 +213,7 @@ struct sink {
     char *method;
     const char *key;
     size_t klen;
-    uint8_t key_hash[CDN_STORE_KEY_HASH_LEN];
-    bool has_key_hash; /* key_hash holds cdn_store_key_hash(key) */
+    uint8_t key_hash[CDN_STORE_KEY_HASH_LEN]; /* cdn_store_key_hash(key) */
     struct cdn_hdrs req;
     int64_t request_time;
     /* revalidation: the stored response */
@@ -291,7 +290,7 @@ freshen(struct sink *s, struct cdn_fetch *f, const struct cdn_hdrs *resp304)
     struct cdn_store_meta m = {
         .key = s->key,
         .key_len = s->klen,
-        .key_hash = s->has_key_hash ? s->key_hash : NULL,
+        .key_hash = s->key_hash,
         .vary = s->stored_vary,
         .vary_len = s->stored_vary_len,
         .status = (uint32_t)s->stored_status,
@@ -473,7 +472,7 @@ sink_head(void *arg, struct cdn_fetch *f, int status, const struct cdn_hdrs *res
     memset(m, 0, sizeof(*m));
     m->key = s->key;
     m->key_len = s->klen;
-    m->key_hash = s->has_key_hash ? s->key_hash : NULL;
+    m->key_hash = s->key_hash;
     if (slen > 0) {
         char *vary = cdn_arena_alloc(s->arena, slen + 1 + vlen);
         memcpy(vary, spec, slen);
@@ -603,10 +602,10 @@ cdn_cache_sink(struct cdn_cache *c, const struct cdn_cache_sink_req *r, struct c
     s->method = cdn_strdup(r->method);
     s->key = cdn_arena_strndup(s->arena, r->key, r->klen);
     s->klen = r->klen;
-    if (r->key_hash != NULL) {
+    if (r->key_hash != NULL)
         memcpy(s->key_hash, r->key_hash, CDN_STORE_KEY_HASH_LEN);
-        s->has_key_hash = true;
-    }
+    else
+        cdn_store_key_hash(r->key, r->klen, s->key_hash);
     s->request_time = r->request_time;
     cdn_hdrs_init(&s->req, s->arena);
     copy_hdrs(&s->req, r->req);

@@ -82,7 +82,7 @@ struct cdn_cache_sink_req {
     int64_t request_time;         /* wall seconds when the upstream request was made */
     const struct cdn_hit *reval;  /* the stored response being revalidated, or NULL (copied) */
     struct cdn_fetch *fetch;      /* the fetch the sink is made for, not yet submitted */
-    const uint8_t *key_hash;      /* cdn_store_key_hash() of key, or NULL (copied) */
+    const uint8_t *key_hash;      /* cdn_store_key_hash() of key (copied), or NULL: hashed here */
 };
 
 /*
