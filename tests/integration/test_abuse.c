@@ -409,6 +409,23 @@ test_body_limit(void **state)
 }
 
 #define BIG_FIELD 1800 /* three origin fields of this many bytes: about 5.5k of 6k */
+#define BIG_TARGET (3 * BIG_FIELD + 256)
+
+/* path (with its query) and three h= parameters asking testorigin for fields X-Big-0..2 of
+ * BIG_FIELD bytes each, into out (BIG_TARGET bytes). */
+static void
+big_target(char *out, const char *path)
+{
+    int n = snprintf(out, BIG_TARGET, "%s", path);
+    for (int k = 0; k < 3; k++) {
+        n += snprintf(out + n, BIG_TARGET - (size_t)n, "&h=X-Big-%d:", k);
+        if ((size_t)n + BIG_FIELD >= BIG_TARGET)
+            fail_msg("target for %s does not fit", path);
+        memset(out + n, 'a' + k, BIG_FIELD);
+        n += BIG_FIELD;
+        out[n] = '\0';
+    }
+}
 
 /*
  * connection_memory = 16k, max_origin_headers = 6k: a request's head may take 16384 - 6144 - 1024
@@ -425,14 +442,8 @@ test_head_memory(void **state)
     struct h_test *t = *state;
     h_node_start_conf(t, "abusenode", "head.conf",
                       "connection_memory = 16k\nmax_origin_headers = 6k\n");
-    static char target[4 * BIG_FIELD + 256], cookie[3100];
-    int n = snprintf(target, sizeof(target), "/hm?cc=max-age=60&body=ok");
-    for (int k = 0; k < 3; k++) {
-        n += snprintf(target + n, sizeof(target) - (size_t)n, "&h=X-Big-%d:", k);
-        memset(target + n, 'a' + k, BIG_FIELD);
-        n += BIG_FIELD;
-        target[n] = '\0';
-    }
+    static char target[BIG_TARGET], cookie[3100];
+    big_target(target, "/hm?cc=max-age=60&body=ok");
     int ok = 0, refused = 0;
     for (int size = 1000; size <= 3000; size += 100) {
         memset(cookie, 'c', (size_t)size);
@@ -503,14 +514,8 @@ test_head_memory_stored(void **state)
     struct h_test *t = *state;
     const char *conf = "connection_memory = 16k\nmax_origin_headers = 6k\n";
     h_node_start_conf(t, "abusenode", "stored1.conf", conf);
-    static char target[4 * BIG_FIELD + 256], req[4 * BIG_FIELD + 4096];
-    int n = snprintf(target, sizeof(target), "/hs?cc=max-age=600&body=ok");
-    for (int k = 0; k < 3; k++) {
-        n += snprintf(target + n, sizeof(target) - (size_t)n, "&h=X-Big-%d:", k);
-        memset(target + n, 'a' + k, BIG_FIELD);
-        n += BIG_FIELD;
-        target[n] = '\0';
-    }
+    static char target[BIG_TARGET], req[BIG_TARGET + 4096];
+    big_target(target, "/hs?cc=max-age=600&body=ok");
     struct h_resp r;
     snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target);
     if (h_request(t->node.port, req, strlen(req), false, 0, &r) != 0 || r.status != 200 ||
