@@ -824,21 +824,28 @@ status_has_body(int status)
     return status >= 200 && status != 204 && status != 304;
 }
 
+/* A field name add_fields() leaves out, with its length (from a literal: no strlen per field). */
+struct skip_name {
+    const char *s;
+    size_t n;
+};
+#define SKIP(lit) ((struct skip_name){(lit), sizeof(lit) - 1})
+
 /*
- * Adds every field of h to resp, except those named in skip (NULL-terminated). Every list served
- * has NUL-terminated names and values, which libmicrohttpd copies as they are: fields decoded
- * from the store (a block of "name\0value\0"), copied by the upstream client (cdn_hdrs_add_copy),
+ * Adds every field of h to resp, except the ns named in skip. Every list served has
+ * NUL-terminated names and values, which libmicrohttpd copies as they are: fields decoded from
+ * the store (a block of "name\0value\0"), copied by the upstream client (cdn_hdrs_add_copy),
  * merges of those two, and our own strings.
  */
 static void
-add_fields(struct MHD_Response *resp, const struct cdn_hdrs *h, const char *const *skip)
+add_fields(struct MHD_Response *resp, const struct cdn_hdrs *h, const struct skip_name *skip,
+           size_t ns)
 {
     for (size_t i = 0; i < h->n; i++) {
         const struct cdn_hdr *f = &h->v[i];
         bool skipped = false;
-        for (const char *const *s = skip; s && *s; s++)
-            if (cdn_name_eq(f->name, f->nlen, *s))
-                skipped = true;
+        for (size_t k = 0; k < ns && !skipped; k++)
+            skipped = f->nlen == skip[k].n && cdn_case_eq(f->name, skip[k].s, f->nlen);
         if (skipped)
             continue;
         CDN_ASSERT(f->name[f->nlen] == '\0' && f->value[f->vlen] == '\0');
@@ -855,12 +862,12 @@ add_fields(struct MHD_Response *resp, const struct cdn_hdrs *h, const char *cons
  */
 #define NOT_IN_304 4
 static void
-skip_not_in_304(const char **skip, size_t *ns)
+skip_not_in_304(struct skip_name *skip, size_t *ns)
 {
-    static const char *const names[NOT_IN_304] = {"Content-Type", "Content-Encoding",
-                                                  "Content-Language", "Accept-Ranges"};
-    for (size_t i = 0; i < NOT_IN_304; i++)
-        skip[(*ns)++] = names[i];
+    skip[(*ns)++] = SKIP("Content-Type");
+    skip[(*ns)++] = SKIP("Content-Encoding");
+    skip[(*ns)++] = SKIP("Content-Language");
+    skip[(*ns)++] = SKIP("Accept-Ranges");
 }
 
 static ssize_t
@@ -1049,19 +1056,19 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
     /* The stored Age is an input to the age we send; a stored Content-Range is only replaced
      * when we answer a range ourselves; purge tags stay here unless configured otherwise; an
      * inflated body has no Content-Encoding and only a weak validator. */
-    const char *skip[8 + NOT_IN_304];
+    struct skip_name skip[7 + NOT_IN_304];
     size_t ns = 0;
-    skip[ns++] = "Age";
-    skip[ns++] = CDN_IDENTITY_LENGTH_FIELD;
+    skip[ns++] = SKIP("Age");
+    skip[ns++] = SKIP(CDN_IDENTITY_LENGTH_FIELD);
     if (rr != CDN_RANGE_FULL)
-        skip[ns++] = "Content-Range";
+        skip[ns++] = SKIP("Content-Range");
     if (fe->cfg->strip_cache_tags) {
-        skip[ns++] = "Surrogate-Key";
-        skip[ns++] = "Cache-Tag";
+        skip[ns++] = SKIP("Surrogate-Key");
+        skip[ns++] = SKIP("Cache-Tag");
     }
     if (gunzip) {
-        skip[ns++] = "Content-Encoding";
-        skip[ns++] = "ETag";
+        skip[ns++] = SKIP("Content-Encoding");
+        skip[ns++] = SKIP("ETag");
         const struct cdn_hdr *et = cdn_hdrs_get(h, "ETag");
         const char *weak = et ? cdn_etag_weaken(et->value, et->vlen, r->arena) : NULL;
         if (weak)
@@ -1069,8 +1076,7 @@ queue_hit(struct req *r, const char *method, const struct cdn_hdrs *h, const cha
     }
     if (status == 304)
         skip_not_in_304(skip, &ns);
-    skip[ns] = NULL;
-    add_fields(resp, h, skip);
+    add_fields(resp, h, skip, ns);
     if (rr != CDN_RANGE_FULL) {
         char cr_buf[64];
         MHD_add_response_header(resp, "Content-Range",
@@ -1155,17 +1161,16 @@ queue_forwarded(struct req *r, const char *method)
     /* The stored copy will be gzip and negotiated on Accept-Encoding: say so from the start. */
     if (cdn_fetch_stored_gzip(f) && !cdn_vary_lists(in, "Accept-Encoding"))
         cdn_hdrs_add_str(&out, "Vary", "Accept-Encoding");
-    const char *skip[3 + NOT_IN_304 + 1];
+    struct skip_name skip[3 + NOT_IN_304];
     size_t ns = 0;
-    skip[ns++] = CDN_IDENTITY_LENGTH_FIELD;
+    skip[ns++] = SKIP(CDN_IDENTITY_LENGTH_FIELD);
     if (fe->cfg->strip_cache_tags) {
-        skip[ns++] = "Surrogate-Key";
-        skip[ns++] = "Cache-Tag";
+        skip[ns++] = SKIP("Surrogate-Key");
+        skip[ns++] = SKIP("Cache-Tag");
     }
     if (answer == 304)
         skip_not_in_304(skip, &ns);
-    skip[ns] = NULL;
-    add_fields(resp, &out, skip);
+    add_fields(resp, &out, skip, ns);
     char num[CDN_I64_CHARS];
     cdn_fmt_i64(num, status);
     add_hop_fields(r, resp,
