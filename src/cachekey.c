@@ -347,6 +347,31 @@ normalize_ae(const char *v, size_t n, char *out)
     return w;
 }
 
+/*
+ * A list-based value with the whitespace its syntax allows removed (RFC 9111 §4.1): its non-empty
+ * elements (cdn_list_next: trimmed of OWS, commas in quoted strings kept) joined with ','. With
+ * fold, for Accept-Language, whose language ranges and weights are case-insensitive and hold no
+ * whitespace of their own, an element also loses its inner whitespace and is lowercased.
+ * The result is never longer than v. Writes at most n bytes.
+ */
+static size_t
+normalize_list(const char *v, size_t n, bool fold, char *out)
+{
+    const char *pos = v, *e;
+    size_t el, w = 0;
+    while (cdn_list_next(&pos, v + n, &e, &el)) {
+        if (w)
+            out[w++] = ',';
+        for (size_t k = 0; k < el; k++) {
+            if (!fold)
+                out[w++] = e[k];
+            else if (e[k] != ' ' && e[k] != '\t')
+                out[w++] = lower(e[k]);
+        }
+    }
+    return w;
+}
+
 const char *
 cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req, struct cdn_arena *a,
                 size_t *len)
@@ -391,10 +416,8 @@ cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req, struc
             out[w++] = ':';
             if (cdn_name_eq(name, nlen, "accept-encoding"))
                 w += normalize_ae(joined, j, out + w);
-            else {
-                memcpy(out + w, joined, j);
-                w += j;
-            }
+            else
+                w += normalize_list(joined, j, cdn_name_eq(name, nlen, "accept-language"), out + w);
         }
         out[w++] = '\n';
     }

@@ -74,11 +74,15 @@ bool cdn_vary_is_star(const char *spec, size_t len);
 
 /*
  * The request's values of the fields named by spec, in a canonical string stored with the
- * variant: for each name, "name:value\n" where value is all its lines trimmed of OWS and joined
- * with ", ", or "name\n" when the request lacks the field (absent differs from empty). The value
- * of accept-encoding is normalized to what selects a coding: the acceptable codings (q > 0),
- * lowercased, sorted, unique, joined with ',' (so "gzip, br" and "br;q=0.9,GZIP" share a
- * variant). "" for an empty spec. NULL for "*". Arena memory; length through *len.
+ * variant: for each name, "name:value\n", or "name\n" when the request lacks the field (absent
+ * differs from empty). The value is all its lines read as one comma-separated list (RFC 9111
+ * §4.1: combining lines and whitespace where the syntax allows it do not select another
+ * variant): its non-empty elements, trimmed of OWS, joined with ',' in their order (so "a, b"
+ * and "a,b" share a variant, "b, a" does not). Accept-Language also loses the whitespace inside
+ * its elements and is lowercased (language tags are case-insensitive). Accept-Encoding is
+ * normalized to what selects a coding: the acceptable codings (q > 0), lowercased, sorted,
+ * unique, joined with ',' (so "gzip, br" and "br;q=0.9,GZIP" share a variant). "" for an empty
+ * spec. NULL for "*". Arena memory; length through *len.
  */
 const char *cdn_vary_values(const char *spec, size_t slen, const struct cdn_hdrs *req,
                             struct cdn_arena *a, size_t *len);
