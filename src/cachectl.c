@@ -583,6 +583,90 @@ cdn_cc_parse_targeted(const char *s, size_t n, struct cdn_cc *cc)
     return 0;
 }
 
+/*
+ * One Surrogate-Control element, "directive [ ';' device-token ]": returns the directive's length
+ * (trimmed of OWS) and sets *t and *tlen to the device token (trimmed), or *t to NULL when the
+ * element is untargeted. The ';' is the last one outside a quoted string, so a quoted argument
+ * may hold one. "max-age=5;" names an empty device, which is nobody's.
+ */
+static size_t
+surrogate_split(const char *e, size_t el, const char **t, size_t *tlen)
+{
+    const char *semi = NULL;
+    bool quoted = false;
+    for (size_t i = 0; i < el; i++) {
+        if (quoted && e[i] == '\\' && i + 1 < el)
+            i++;
+        else if (e[i] == '"')
+            quoted = !quoted;
+        else if (!quoted && e[i] == ';')
+            semi = e + i;
+    }
+    *t = NULL;
+    *tlen = 0;
+    if (semi == NULL)
+        return el;
+    size_t dlen = (size_t)(semi - e);
+    while (dlen && is_ows(e[dlen - 1]))
+        dlen--;
+    const char *p = semi + 1, *end = e + el;
+    while (p < end && is_ows(*p))
+        p++;
+    *t = p;
+    *tlen = (size_t)(end - p);
+    return dlen;
+}
+
+/* Applies the directives of s that are for this device: with targeted, those targeted at it,
+ * else the untargeted ones. Returns how many there were. */
+static size_t
+surrogate_elems(const char *s, size_t n, bool targeted, const char *device, size_t devlen,
+                struct cdn_cc *cc)
+{
+    const char *pos = s, *end = s + n, *e, *t;
+    size_t elen, tlen, used = 0;
+    while (cdn_list_next(&pos, end, &e, &elen)) {
+        size_t dlen = surrogate_split(e, elen, &t, &tlen);
+        bool mine = t != NULL && devlen > 0 && tlen == devlen && cdn_case_eq(t, device, tlen);
+        if (targeted ? !mine : t != NULL)
+            continue;
+        if (dlen == 0 || !cdn_is_tchar((unsigned char)e[0]))
+            continue;
+        parse_directive(cc, e, dlen);
+        used++;
+    }
+    return used;
+}
+
+int
+cdn_cc_parse_surrogate(const char *s, size_t n, const char *device, struct cdn_cc *cc)
+{
+    /* The directives targeted at this device replace the untargeted ones. */
+    size_t devlen = device ? strlen(device) : 0;
+    if (surrogate_elems(s, n, true, device, devlen, cc) > 0 ||
+        surrogate_elems(s, n, false, device, devlen, cc) > 0)
+        return 0;
+    return CDN_EINVAL;
+}
+
+/* Surrogate-Control, all its lines as one list: it keeps the Edge Architecture's own syntax. */
+static int
+surrogate_field(const struct cdn_hdrs *h, const char *name, const char *device, struct cdn_cc *cc)
+{
+    if (cdn_hdrs_count(h, name) == 0)
+        return CDN_ENOTFOUND;
+    size_t devlen = device ? strlen(device) : 0;
+    for (int targeted = 1; targeted >= 0; targeted--) {
+        size_t used = 0;
+        for (size_t i = 0; i < h->n; i++)
+            if (cdn_name_eq(h->v[i].name, h->v[i].nlen, name))
+                used += surrogate_elems(h->v[i].value, h->v[i].vlen, targeted, device, devlen, cc);
+        if (used > 0)
+            return 0;
+    }
+    return CDN_EINVAL;
+}
+
 static bool
 only_ows(const char *s, size_t n)
 {
@@ -637,11 +721,14 @@ targeted_field(const struct cdn_hdrs *h, const char *name, struct cdn_cc *cc)
 
 int
 cdn_cc_targeted_from_hdrs(const struct cdn_hdrs *h, const char *const *names, size_t n_names,
-                          struct cdn_cc *cc)
+                          const char *device, struct cdn_cc *cc)
 {
     for (size_t i = 0; i < n_names; i++) {
         cdn_cc_init(cc);
-        if (targeted_field(h, names[i], cc) == 0)
+        int rc = cdn_name_eq(names[i], strlen(names[i]), "Surrogate-Control")
+                     ? surrogate_field(h, names[i], device, cc)
+                     : targeted_field(h, names[i], cc);
+        if (rc == 0)
             return (int)i;
     }
     cdn_cc_init(cc);

@@ -1686,6 +1686,18 @@ usable_congestion(const char *name)
     return NULL;
 }
 
+/* Whether Surrogate-Control is one of the targeted fields this node obeys: then it announces
+ * itself to the upstream with Surrogate-Capability, so an origin can target it by its cdn_id. */
+static bool
+obeys_surrogate_control(const struct cdn_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_target_cache_control; i++)
+        if (cdn_name_eq(cfg->target_cache_control[i], strlen(cfg->target_cache_control[i]),
+                        "Surrogate-Control"))
+            return true;
+    return false;
+}
+
 struct cdn_front *
 cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cdn_cache *cache,
                 struct cdn_collapse *collapse, struct cdn_accesslog *alog)
@@ -1707,6 +1719,7 @@ cdn_front_start(const struct cdn_config *cfg, struct cdn_upstream *up, struct cd
         .x_forwarded_for = cfg->x_forwarded_for,
         .forwarded = cfg->forwarded,
         .trusted_hops = cfg->trusted_hops,
+        .surrogate_capability = obeys_surrogate_control(cfg),
     };
     fe->l_plain = (struct listener){fe, false};
     fe->l_tls = (struct listener){fe, true};

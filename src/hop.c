@@ -181,6 +181,9 @@ cdn_hop_request_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
     }
     cdn_hdrs_add_str(out, "Via", cdn_arena_cat(a, http10 ? "1.0 " : "1.1 ", o->cdn_id, NULL));
     cdn_hdrs_add_str(out, "CDN-Loop", o->cdn_id);
+    if (o->surrogate_capability)
+        cdn_hdrs_add_str(out, "Surrogate-Capability",
+                         cdn_arena_cat(a, o->cdn_id, "=\"Surrogate/1.0\"", NULL));
     if (o->x_forwarded_for)
         cdn_hdrs_add_str(out, "X-Forwarded-For", xff_chain(in, a, peer));
     if (o->forwarded) {

@@ -26,6 +26,7 @@ cdn_policy_opts_from_config(const struct cdn_config *c, struct cdn_policy_opts *
     o->heuristic_max_s = c->heuristic_max_s;
     o->targeted = (const char *const *)c->target_cache_control;
     o->n_targeted = c->n_target_cache_control;
+    o->surrogate_id = c->cdn_id;
     o->stale_if_error_grace_s = c->stale_if_error_grace_s;
     o->cache_set_cookie = c->cache_set_cookie;
 }
@@ -33,7 +34,7 @@ cdn_policy_opts_from_config(const struct cdn_config *c, struct cdn_policy_opts *
 bool
 cdn_response_cc(const struct cdn_hdrs *resp, const struct cdn_policy_opts *o, struct cdn_cc *cc)
 {
-    if (cdn_cc_targeted_from_hdrs(resp, o->targeted, o->n_targeted, cc) >= 0)
+    if (cdn_cc_targeted_from_hdrs(resp, o->targeted, o->n_targeted, o->surrogate_id, cc) >= 0)
         return true;
     cdn_cc_from_hdrs(resp, "Cache-Control", cc);
     return false;

@@ -160,14 +160,28 @@ int cdn_sf_parse_dict(const char *s, size_t n, struct cdn_sf_dict *d);
 int cdn_cc_parse_targeted(const char *s, size_t n, struct cdn_cc *cc);
 
 /*
+ * Parses a Surrogate-Control value (W3C Edge Architecture 1.0 §2.2-2.3, which predates RFC 9213
+ * and keeps its own syntax) into cc (cdn_cc_init first): a list of Cache-Control-style directives,
+ * each optionally targeted with ";device-token". Directives targeted at `device` (compared
+ * without case; NULL or "" is no device) replace the untargeted ones when there are any;
+ * directives targeted at another device never apply. Directive names are case-insensitive, as
+ * in Cache-Control, and mean what they mean there (max-age, no-store, ...; others are ignored).
+ * Returns 0, or CDN_EINVAL when no directive applies to this device (the caller then falls back
+ * as for an absent field).
+ */
+int cdn_cc_parse_surrogate(const char *s, size_t n, const char *device, struct cdn_cc *cc);
+
+/*
  * The targeted field of a response: tries each name in `names` (the target list, most specific
  * first) and uses the first one present whose value (all its lines combined, as RFC 8941 §4.2
  * combines them) is a valid non-empty Dictionary. Returns the index into `names` of the field
  * used, or -1 when none applies (cc is then empty). Several lines are parsed line by line; an
  * empty line among several makes the field invalid, as its comma-joined value would be.
+ * Surrogate-Control is read with cdn_cc_parse_surrogate() for `device` instead (its lines
+ * joined into one list), and applies when some directive of it is for this device.
  */
 int cdn_cc_targeted_from_hdrs(const struct cdn_hdrs *h, const char *const *names, size_t n_names,
-                              struct cdn_cc *cc);
+                              const char *device, struct cdn_cc *cc);
 
 /* ---- HTTP-date ------------------------------------------------------------------------------ */
 

@@ -18,6 +18,7 @@ struct cdn_hop_opts {
     bool x_forwarded_for;    /* append X-Forwarded-For */
     bool forwarded;          /* append Forwarded (RFC 7239) */
     unsigned trusted_hops;   /* how many rightmost X-Forwarded-For entries we trust */
+    bool surrogate_capability; /* announce cdn_id as a Surrogate-Control device token */
 };
 
 /*
@@ -38,13 +39,15 @@ void cdn_hop_mark(const struct cdn_hdrs *hdrs, bool *hop);
  * Content-Length and Expect (the upstream client frames the body itself); keeps everything else in
  * order; appends, in this order and each as a new field line, `Via: <proto> <cdn_id>` where proto
  * is "1.0" for HTTP/1.0 clients and "1.1" otherwise, `CDN-Loop: <cdn_id>`,
+ * `Surrogate-Capability: <cdn_id>="Surrogate/1.0"` when enabled (the Edge Architecture's
+ * announcement that lets an origin target Surrogate-Control directives at this node),
  * `X-Forwarded-For: <prior>, <peer>` when enabled (every prior X-Forwarded-For field removed, their
  * non-empty elements joined with ", "; just `<peer>` without any), and
  * `Forwarded: for=<peer>;host=<host>;proto=<scheme>` when enabled (an IPv6 peer as
  * for="[addr]", a host that is not a token quoted; host or scheme NULL or "" leaves that
- * parameter out). Prior Via, CDN-Loop and Forwarded fields are kept untouched. `peer` is an
- * address literal, never NULL. Kept fields point at `in`'s strings (out must not outlive them);
- * new strings come from out's arena. `in` is not modified.
+ * parameter out). Prior Via, CDN-Loop, Surrogate-Capability and Forwarded fields are kept
+ * untouched. `peer` is an address literal, never NULL. Kept fields point at `in`'s strings (out
+ * must not outlive them); new strings come from out's arena. `in` is not modified.
  */
 void cdn_hop_request_headers(const struct cdn_hdrs *in, struct cdn_hdrs *out,
                              const struct cdn_hop_opts *o, const char *peer, const char *host,

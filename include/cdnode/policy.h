@@ -30,6 +30,7 @@ struct cdn_policy_opts {
     int64_t heuristic_max_s;     /* cap on a heuristic lifetime */
     const char *const *targeted; /* target list, most specific first (RFC 9213 §2.2) */
     size_t n_targeted;
+    const char *surrogate_id;       /* our device token in Surrogate-Control targeting (cdn_id) */
     int64_t stale_if_error_grace_s; /* serve stale on upstream error this long past expiry even
                                        without stale-if-error; 0: only what directives allow */
     bool cache_set_cookie;          /* store Set-Cookie responses without an explicit public */
@@ -37,7 +38,8 @@ struct cdn_policy_opts {
 
 /*
  * Fills o from the configuration (heuristic_percent, heuristic_max_s, target_cache_control,
- * stale_if_error_grace, cache_set_cookie). o points into c's strings and lives as long as c.
+ * cdn_id, stale_if_error_grace, cache_set_cookie). o points into c's strings and lives as long as
+ * c.
  */
 void cdn_policy_opts_from_config(const struct cdn_config *c, struct cdn_policy_opts *o);
 

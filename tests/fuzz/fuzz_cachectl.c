@@ -111,6 +111,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != 0)
         FUZZ_CHECK(cc_empty(&cc));
 
+    /* Surrogate-Control: with and without a device token. */
+    for (int dev = 0; dev < 2; dev++) {
+        cdn_cc_init(&cc);
+        rc = cdn_cc_parse_surrogate(s, size, dev ? "node-a" : NULL, &cc);
+        FUZZ_CHECK(rc == 0 || rc == CDN_EINVAL);
+        check_cc(&cc, s, size);
+        if (rc != 0)
+            FUZZ_CHECK(cc_empty(&cc));
+    }
+
     int64_t v;
     if (cdn_delta_seconds_parse(s, size, &v) == 0) {
         FUZZ_CHECK(size > 0 && v >= 0 && v <= CDN_DELTA_MAX);
@@ -136,7 +146,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(lines == h.n / 2);
     check_cc(&cc, NULL, 0);
     static const char *const names[] = {"CDN-Cache-Control", "Surrogate-Control"};
-    int which = cdn_cc_targeted_from_hdrs(&h, names, 2, &cc);
+    int which = cdn_cc_targeted_from_hdrs(&h, names, 2, "node-a", &cc);
     FUZZ_CHECK(which >= -1 && which < 2);
     check_cc(&cc, NULL, 0);
     if (which == -1)

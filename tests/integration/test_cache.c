@@ -683,6 +683,37 @@ test_cdn_cache_control(void **state)
     H_PASS(t);
 }
 
+/* 8b. Surrogate-Control targeted at this node (its cdn_id, announced in Surrogate-Capability)
+ * wins over Cache-Control; one targeted at another device does not apply to us. */
+static void
+test_surrogate_control(void **state)
+{
+    struct h_test *t = *state;
+    start_node(t);
+    const char *mine = "/sc1?cc=no-store&h=Surrogate-Control:max-age=60;testnode&body=mine";
+    const char *other = "/sc2?cc=no-store&h=Surrogate-Control:max-age=60;othernode&body=other";
+    struct h_resp r;
+    for (int i = 0; i < 2; i++) {
+        get_body(t, mine, NULL, "mine", &r);
+        if (i == 1)
+            EXPECT_HIT(&r);
+        h_resp_free(&r);
+        get_body(t, other, NULL, "other", &r);
+        EXPECT_CS(&r, "fwd=uri-miss");
+        h_resp_free(&r);
+    }
+    EXPECT_COUNT(t, "/sc1", 1);
+    EXPECT_COUNT(t, "/sc2", 2);
+    char *head = h_origin_last(t, "/sc2");
+    assert_non_null(head);
+    char *v = h_head_join(head, "Surrogate-Capability");
+    if (v == NULL || strcmp(v, "testnode=\"Surrogate/1.0\"") != 0)
+        fail_msg("the origin saw Surrogate-Capability %s", v ? v : "(absent)");
+    free(v);
+    free(head);
+    H_PASS(t);
+}
+
 static void
 origin_fail(struct h_test *t, const char *path, int status)
 {
@@ -1006,6 +1037,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_vary, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_invalidation, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_cdn_cache_control, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_surrogate_control, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_stale_if_error, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_restart_sigterm, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_restart_sigkill_under_load, h_setup, h_teardown),

@@ -453,12 +453,56 @@ test_targeted_parse(void **state)
     }
 }
 
+/* cdn_cc_parse_surrogate() for device "node-a" (or none). */
+static void
+test_surrogate_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *device;
+        int rc;
+        int64_t max_age;
+        bool no_store;
+    } rows[] = {
+        {"max-age=3600", NULL, 0, 3600, false},
+        {"MaX-aGe=3600", NULL, 0, 3600, false},
+        {"foobar, max-age=3600", NULL, 0, 3600, false},
+        {"no-store", NULL, 0, -1, true},
+        {"max-age=3600;node-a", "node-a", 0, 3600, false},
+        {"max-age=3600 ; NODE-A", "node-a", 0, 3600, false},
+        {"max-age=3600;other", "node-a", CDN_EINVAL, -1, false},
+        {"max-age=3600;node-a", NULL, CDN_EINVAL, -1, false},
+        {"max-age=3600;node-a", "", CDN_EINVAL, -1, false},
+        {"max-age=3600;", "node-a", CDN_EINVAL, -1, false},
+        /* targeted directives replace the untargeted ones, whatever their order */
+        {"max-age=60, max-age=3600;node-a", "node-a", 0, 3600, false},
+        {"max-age=3600;node-a, max-age=60", "node-a", 0, 3600, false},
+        {"no-store, max-age=60;node-a", "node-a", 0, 60, false},
+        {"no-store;node-b, max-age=60", "node-a", 0, 60, false},
+        {"max-age=3600;node-a, max-age=60", "node-b", 0, 60, false},
+        /* a ';' inside a quoted argument is not a target */
+        {"content=\"ESI/1.0;x\";node-a, max-age=9;node-a", "node-a", 0, 9, false},
+        {"content=\"a;node-a\"", "node-a", 0, -1, false},
+        {"", NULL, CDN_EINVAL, -1, false},
+        {" , ;node-a", "node-a", CDN_EINVAL, -1, false},
+    };
+    for (size_t i = 0; i < CDN_ARRAY_LEN(rows); i++) {
+        struct cdn_cc cc;
+        cdn_cc_init(&cc);
+        const char *in = rows[i].in;
+        EQ(in, "rc", cdn_cc_parse_surrogate(in, strlen(in), rows[i].device, &cc), rows[i].rc);
+        EQ(in, "max-age", cc.max_age, rows[i].max_age);
+        EQ(in, "no-store", cc.no_store, rows[i].no_store);
+    }
+}
+
 static void
 test_targeted_from_hdrs(void **state)
 {
     (void)state;
     static const char *const one[] = {"CDN-Cache-Control"};
     static const char *const two[] = {"Acme-CDN-Cache-Control", "CDN-Cache-Control"};
+    static const char *const sc[] = {"CDN-Cache-Control", "Surrogate-Control"};
     static const struct {
         const char *hdrs;
         const char *const *names;
@@ -480,13 +524,21 @@ test_targeted_from_hdrs(void **state)
         {"CDN-Cache-Control: max-age=60\nAcme-CDN-Cache-Control: max-age=5,", two, 2, 1, 60, -1},
         {"CDN-Cache-Control: max-age=60", two, 2, 1, 60, -1},
         {"CDN-Cache-Control: max-age=60", NULL, 0, -1, -1, -1},
+        /* Surrogate-Control keeps its own syntax and targets devices (ours: node-a) */
+        {"Surrogate-Control: max-age=60;node-a\nSurrogate-Control: max-age=5", sc, 2, 1, 60, -1},
+        {"Surrogate-Control: max-age=5\nSurrogate-Control: stale-if-error=9", sc, 2, 1, 5, 9},
+        {"Surrogate-Control: Max-Age=60", sc, 2, 1, 60, -1},
+        {"Surrogate-Control: max-age=60;other\nCache-Control: max-age=5", sc, 2, -1, -1, -1},
+        {"CDN-Cache-Control: max-age=7\nSurrogate-Control: max-age=60", sc, 2, 0, 7, -1},
+        {"CDN-Cache-Control: max-age=7,\nSurrogate-Control: max-age=60", sc, 2, 1, 60, -1},
     };
     for (size_t i = 0; i < CDN_ARRAY_LEN(rows); i++) {
         struct cdn_arena *a = cdn_arena_new(0);
         struct cdn_hdrs h = hdrs_of(a, rows[i].hdrs);
         struct cdn_cc cc;
         EQ(rows[i].hdrs, "index",
-           cdn_cc_targeted_from_hdrs(&h, rows[i].names, rows[i].n_names, &cc), rows[i].want);
+           cdn_cc_targeted_from_hdrs(&h, rows[i].names, rows[i].n_names, "node-a", &cc),
+           rows[i].want);
         EQ(rows[i].hdrs, "max-age", cc.max_age, rows[i].max_age);
         EQ(rows[i].hdrs, "stale-if-error", cc.stale_if_error, rows[i].sie);
         cdn_arena_free(a);
@@ -603,11 +655,12 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cc_directives),   cmocka_unit_test(test_cc_multiple_lines),
-        cmocka_unit_test(test_delta_seconds),   cmocka_unit_test(test_sf_dict_good),
-        cmocka_unit_test(test_sf_dict_bad),     cmocka_unit_test(test_sf_dict_bounds),
-        cmocka_unit_test(test_targeted_parse),  cmocka_unit_test(test_targeted_from_hdrs),
-        cmocka_unit_test(test_http_date_parse), cmocka_unit_test(test_http_date_format),
+        cmocka_unit_test(test_cc_directives),    cmocka_unit_test(test_cc_multiple_lines),
+        cmocka_unit_test(test_delta_seconds),    cmocka_unit_test(test_sf_dict_good),
+        cmocka_unit_test(test_sf_dict_bad),      cmocka_unit_test(test_sf_dict_bounds),
+        cmocka_unit_test(test_targeted_parse),   cmocka_unit_test(test_targeted_from_hdrs),
+        cmocka_unit_test(test_surrogate_parse),  cmocka_unit_test(test_http_date_parse),
+        cmocka_unit_test(test_http_date_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

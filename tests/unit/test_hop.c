@@ -155,7 +155,7 @@ test_hop_mark_agrees(void **state)
 struct reqcase {
     const char *label;
     struct field in[MAXF];
-    bool xff, fwd, http10;
+    bool xff, fwd, http10, sc;
     const char *peer; /* NULL: "192.0.2.9" */
     const char *host; /* NULL: "example.com" */
     const char *scheme;
@@ -230,6 +230,10 @@ test_request_headers(void **state)
                  "Forwarded: for=\"[::1]\";host=\"[::1]:8080\";proto=http\n"},
         {"Forwarded without a host", .fwd = true, .host = "", .scheme = "http", .http10 = true,
          .want = "Via: 1.0 cdnA\nCDN-Loop: cdnA\nForwarded: for=192.0.2.9;proto=http\n"},
+        {"Surrogate-Capability appended after CDN-Loop, a prior one kept",
+         .in = {{"Surrogate-Capability", "edge=\"Surrogate/1.0\""}}, .sc = true, .xff = true,
+         .want = "Surrogate-Capability: edge=\"Surrogate/1.0\"\nVia: 1.1 cdnA\nCDN-Loop: cdnA\n"
+                 "Surrogate-Capability: cdnA=\"Surrogate/1.0\"\nX-Forwarded-For: 192.0.2.9\n"},
         {"both X-Forwarded-For and Forwarded", .in = {{"X-Forwarded-For", "198.51.100.1"}},
          .xff = true, .fwd = true, .scheme = "https",
          .want = "Via: 1.1 cdnA\nCDN-Loop: cdnA\nX-Forwarded-For: 198.51.100.1, 192.0.2.9\n"
@@ -242,7 +246,10 @@ test_request_headers(void **state)
         cdn_hdrs_init(&in, a);
         cdn_hdrs_init(&out, a);
         fill(&in, c->in);
-        struct cdn_hop_opts o = {.cdn_id = "cdnA", .x_forwarded_for = c->xff, .forwarded = c->fwd};
+        struct cdn_hop_opts o = {.cdn_id = "cdnA",
+                                 .x_forwarded_for = c->xff,
+                                 .forwarded = c->fwd,
+                                 .surrogate_capability = c->sc};
         cdn_hop_request_headers(&in, &out, &o, c->peer ? c->peer : "192.0.2.9",
                                 c->host ? c->host : "example.com", c->scheme, c->http10);
         const char *got = render(&out, a);

@@ -47,9 +47,9 @@ static const char *const targets[] = {"CDN-Cache-Control"};
 /* Option sets referenced by rows: default, heuristics off, cap 1h, 50 %, grace 50 s. */
 enum { O_DEF, O_OFF, O_CAP, O_HALF, O_GRACE };
 static const struct cdn_policy_opts opts[] = {
-    [O_DEF] = {10, 86400, targets, 1, 0},    [O_OFF] = {0, 86400, targets, 1, 0},
-    [O_CAP] = {10, 3600, targets, 1, 0},     [O_HALF] = {50, 86400, targets, 1, 0},
-    [O_GRACE] = {10, 86400, targets, 1, 50},
+    [O_DEF] = {10, 86400, targets, 1, NULL, 0},    [O_OFF] = {0, 86400, targets, 1, NULL, 0},
+    [O_CAP] = {10, 3600, targets, 1, NULL, 0},     [O_HALF] = {50, 86400, targets, 1, NULL, 0},
+    [O_GRACE] = {10, 86400, targets, 1, NULL, 50},
 };
 
 /* Row i: `cc` and `targeted`, which a function handed back for h, are what parsing h gives. */
