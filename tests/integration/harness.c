@@ -1217,3 +1217,14 @@ h_cache_status_has(const struct h_resp *r, const char *s)
 {
     return strstr(h_cache_status(r), s) != NULL;
 }
+
+char *
+h_origin_field(const struct h_test *t, const char *path, const char *name)
+{
+    char *head = h_origin_last(t, path);
+    if (head == NULL)
+        fail_msg("the origin has no request for %s", path);
+    char *v = h_head_join(head, name);
+    free(head);
+    return v ? v : strdup("");
+}

@@ -212,6 +212,9 @@ char *h_head_field(const char *head, const char *name);
 
 /* All values of fields named name in a raw head joined with ", ", malloc'ed, or NULL if none. */
 char *h_head_join(const char *head, const char *name);
+/* h_head_join() of the origin's last request to path, malloc'ed, "" when the field is absent;
+ * fails the test when the origin has no request for path. */
+char *h_origin_field(const struct h_test *t, const char *path, const char *name);
 
 /* Milliseconds from a monotonic clock. */
 int64_t h_now_ms(void);

@@ -20,17 +20,6 @@ start_node(struct h_test *t, const char *const *extra)
     assert_int_equal(h_node_start(t, &t->node, "testnode", t->origin_url, extra), 0);
 }
 
-/* Joined values of a field in the head of the origin's last request to path ("" if absent). */
-static char *
-origin_field(struct h_test *t, const char *path, const char *name)
-{
-    char *head = h_origin_last(t, path);
-    assert_non_null(head);
-    char *v = h_head_join(head, name);
-    free(head);
-    return v ? v : strdup("");
-}
-
 static void
 test_get_and_head(void **state)
 {
@@ -139,10 +128,10 @@ test_request_hop_fields(void **state)
     assert_int_equal(h_get(t->node.port, "/hop2", NULL, &r), 0);
     assert_int_equal(r.status, 200);
     h_resp_free(&r);
-    v = origin_field(t, "/hop2", "X-Forwarded-For");
+    v = h_origin_field(t, "/hop2", "X-Forwarded-For");
     assert_string_equal(v, "127.0.0.1");
     free(v);
-    v = origin_field(t, "/hop2", "CDN-Loop");
+    v = h_origin_field(t, "/hop2", "CDN-Loop");
     assert_string_equal(v, "testnode");
     free(v);
     H_PASS(t);
