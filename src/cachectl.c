@@ -649,6 +649,12 @@ cdn_cc_parse_surrogate(const char *s, size_t n, const char *device, struct cdn_c
     return CDN_EINVAL;
 }
 
+bool
+cdn_cc_is_surrogate_field(const char *name)
+{
+    return cdn_name_eq(name, strlen(name), "Surrogate-Control");
+}
+
 /* Surrogate-Control, all its lines as one list: it keeps the Edge Architecture's own syntax. */
 static int
 surrogate_field(const struct cdn_hdrs *h, const char *name, const char *device, struct cdn_cc *cc)
@@ -725,9 +731,8 @@ cdn_cc_targeted_from_hdrs(const struct cdn_hdrs *h, const char *const *names, si
 {
     for (size_t i = 0; i < n_names; i++) {
         cdn_cc_init(cc);
-        int rc = cdn_name_eq(names[i], strlen(names[i]), "Surrogate-Control")
-                     ? surrogate_field(h, names[i], device, cc)
-                     : targeted_field(h, names[i], cc);
+        int rc = cdn_cc_is_surrogate_field(names[i]) ? surrogate_field(h, names[i], device, cc)
+                                                     : targeted_field(h, names[i], cc);
         if (rc == 0)
             return (int)i;
     }

@@ -38,6 +38,7 @@
 #include "cdnode/accesslog.h"
 #include "cdnode/arena.h"
 #include "cdnode/cache.h"
+#include "cdnode/cachectl.h"
 #include "cdnode/collapse.h"
 #include "cdnode/common.h"
 #include "cdnode/config.h"
@@ -1692,8 +1693,7 @@ static bool
 obeys_surrogate_control(const struct cdn_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_target_cache_control; i++)
-        if (cdn_name_eq(cfg->target_cache_control[i], strlen(cfg->target_cache_control[i]),
-                        "Surrogate-Control"))
+        if (cdn_cc_is_surrogate_field(cfg->target_cache_control[i]))
             return true;
     return false;
 }

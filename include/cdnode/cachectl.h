@@ -171,6 +171,10 @@ int cdn_cc_parse_targeted(const char *s, size_t n, struct cdn_cc *cc);
  */
 int cdn_cc_parse_surrogate(const char *s, size_t n, const char *device, struct cdn_cc *cc);
 
+/* Whether a targeted field name is Surrogate-Control, which cdn_cc_targeted_from_hdrs() reads
+ * with cdn_cc_parse_surrogate() (and whose device token a node announces upstream). */
+bool cdn_cc_is_surrogate_field(const char *name);
+
 /*
  * The targeted field of a response: tries each name in `names` (the target list, most specific
  * first) and uses the first one present whose value (all its lines combined, as RFC 8941 §4.2
